@@ -232,7 +232,10 @@ def _load_cifar10(split: str, root: Path, download: bool, verify: bool) -> Image
     else:
         missing = _missing(folder, _CIFAR10_FILES)
         if missing:
-            detail = "not found" if len(missing) == len(_CIFAR10_FILES) else f"incomplete (missing {', '.join(missing)})"
+            if len(missing) == len(_CIFAR10_FILES):
+                detail = "not found"
+            else:
+                detail = f"incomplete (missing {', '.join(missing)})"
             raise _not_found("cifar10", split, folder, detail, root)
     if ds is None or not verify:
         ds = _construct("cifar10", split, root, cls, kwargs)

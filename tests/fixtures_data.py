@@ -61,7 +61,9 @@ def write_cifar10(
     return {"train": (np.concatenate(train_x), np.concatenate(train_y)), "test": (test_x, test_y)}
 
 
-def write_svhn(root: str | Path, split: str = "train", n: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def write_svhn(
+    root: str | Path, split: str = "train", n: int = 12, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Write ``<root>/svhn/{split}_32x32.mat`` as the Stanford files are laid out.
 
     ``X`` is uint8 ``[32, 32, 3, n]`` (height, width, channel, sample) and ``y`` is ``[n, 1]`` with

@@ -249,16 +249,18 @@ def test_augment_each_output_is_a_zero_padded_window_and_all_windows_occur() -> 
     assert out.shape == x.shape and out.dtype == x.dtype
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     seen = set()
+
+    def window(i: int, dy: int, dx: int, flipped: bool) -> torch.Tensor:
+        win = padded[i, :, dy : dy + 4, dx : dx + 5]
+        return torch.flip(win, dims=[-1]) if flipped else win
+
     for i in range(len(x)):
         matches = [
             (dy, dx, f)
             for dy in range(2 * pad + 1)
             for dx in range(2 * pad + 1)
             for f in (False, True)
-            if torch.equal(
-                out[i],
-                (lambda win: torch.flip(win, dims=[-1]) if f else win)(padded[i, :, dy : dy + 4, dx : dx + 5]),
-            )
+            if torch.equal(out[i], window(i, dy, dx, f))
         ]
         assert len(matches) == 1, f"image {i} is not a unique window of its padded input"
         seen.add(matches[0])
