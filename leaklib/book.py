@@ -1,0 +1,595 @@
+"""The book pipeline: execute every chapter with papermill, then render HTML with Jupyter Book.
+
+``leaklib book run`` stages a build tree (``_build/src``: a copy of ``_config.yml``, ``_toc.yml`` and
+``book/``), executes each chapter there in dependency order with the injected parameters
+``profile``, ``device``, ``results_dir`` and ``figures_dir``, replaces papermill's raw
+``injected-parameters`` cell by a short "this page was executed with" note, and builds the HTML
+into ``_build/html``. The tracked notebooks under ``book/`` are never written to.
+
+A chapter whose source, parameters, package code and upstream chapters are unchanged since its
+last execution, and whose figures are still on disk, is not executed again (``--force`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+#: Chapter stems in dependency order (the notebooks are ``book/<stem>.ipynb``).
+CHAPTERS: tuple[str, ...] = (
+    "01_neurons_and_coherence",
+    "02_training",
+    "03_robustness",
+    "04_spectrum",
+    "05_generalization",
+    "06_sparsity",
+    "07_claims",
+)
+
+PROFILES: tuple[str, ...] = ("smoke", "quick", "paper")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+#: Extra (non-chapter) files of the book, copied into the stage as they are.
+BOOK_SUFFIXES: tuple[str, ...] = (".md", ".bib", ".png", ".svg", ".jpg", ".css")
+#: Tag of the markdown cell that replaces papermill's injected-parameters cell.
+NOTE_TAG = "executed-with"
+#: Notebook metadata key holding the runner's record of an execution.
+META_KEY = "leaklib_book"
+#: A figure stem named after the paper: fig2_coherence, fig5d_sse, table1_..., eq4_...
+FIGURE_NAME = re.compile(r"^(fig|table|eq)\d+[a-z0-9]*(_[a-z0-9]+)*$")
+STRICT_FLAGS = "-W -n --keep-going"
+
+GPU_HINT = "GPU users run: leaklib book run --profile paper --device cuda"
+
+
+class ChapterError(RuntimeError):
+    """A chapter raised while it was executed."""
+
+    def __init__(self, chapter: str, cell: int | None, exec_count: int | None, ename: str,
+                 evalue: str, notebook: Path | None = None) -> None:
+        self.chapter, self.cell, self.exec_count = chapter, cell, exec_count
+        self.ename, self.evalue, self.notebook = ename, evalue, notebook
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        """``chapter 03_robustness failed in cell 4 (In [5]): ValueError: boom``."""
+        where = "" if self.cell is None else f" in cell {self.cell}"
+        if self.exec_count is not None:
+            where += f" (In [{self.exec_count}])"
+        return f"chapter {self.chapter} failed{where}: {self.ename}: {self.evalue}"
+
+
+@dataclass
+class ChapterResult:
+    """What happened to one chapter in a run."""
+
+    chapter: str
+    status: str  # "executed", "reused", "missing"
+    seconds: float = 0.0
+    figures: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- chapter selection
+
+def normalize_chapter(name: str) -> str:
+    """Map ``03``, ``3``, ``03_robustness``, ``book/03_robustness.ipynb`` to ``03_robustness``."""
+    stem = Path(name).name
+    if stem.endswith(".ipynb"):
+        stem = stem[: -len(".ipynb")]
+    if stem.isdigit():
+        matches = [c for c in CHAPTERS if c.split("_", 1)[0] == f"{int(stem):02d}"]
+    else:
+        matches = [c for c in CHAPTERS if c == stem or c.split("_", 1)[1] == stem]
+    if len(matches) != 1:
+        raise ValueError(f"unknown chapter {name!r}; chapters are: {', '.join(CHAPTERS)}")
+    return matches[0]
+
+
+def select_chapters(book_dir: Path, requested: Sequence[str] | None,
+                    say: Callable[[str], None] = print) -> list[str]:
+    """Chapters to run, in dependency order.
+
+    With ``requested`` empty: every chapter whose notebook exists (a missing one is reported with
+    one line). A requested chapter that does not exist raises ``FileNotFoundError``.
+    """
+    if requested:
+        wanted = {normalize_chapter(r) for r in requested}
+        missing = [c for c in CHAPTERS if c in wanted and not (book_dir / f"{c}.ipynb").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                "requested chapter(s) not found: " + ", ".join(str(book_dir / f"{c}.ipynb") for c in missing))
+        return [c for c in CHAPTERS if c in wanted]
+    chosen = []
+    for chapter in CHAPTERS:
+        if (book_dir / f"{chapter}.ipynb").is_file():
+            chosen.append(chapter)
+        else:
+            say(f"[book] skip {chapter}: book/{chapter}.ipynb does not exist yet")
+    return chosen
+
+
+# --------------------------------------------------------------------------- staging
+
+def stage_sources(root: Path, stage: Path) -> None:
+    """Copy ``_config.yml``, ``_toc.yml`` and ``book/``'s non-notebook files into ``stage``.
+
+    Executed notebooks already in ``stage/book`` are kept (they are the cache), except those whose
+    source notebook no longer exists.
+    """
+    for name in ("_config.yml", "_toc.yml"):
+        if not (root / name).is_file():
+            raise FileNotFoundError(f"{root / name} is missing")
+    (stage / "book").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(root / "_config.yml", stage / "_config.yml")
+    for src in sorted((root / "book").rglob("*")):
+        rel = src.relative_to(root / "book")
+        if src.is_dir() or any(p.startswith(("_build", ".")) for p in rel.parts):
+            continue
+        if src.suffix in BOOK_SUFFIXES:
+            dst = stage / "book" / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    for old in (stage / "book").glob("*.ipynb"):
+        if not (root / "book" / old.name).is_file():
+            old.unlink()
+
+
+def _filter_toc(node: Any, exists: Callable[[str], bool], dropped: list[str]) -> Any:
+    """Copy of a toc node without ``file`` entries that do not exist and without emptied lists."""
+    if isinstance(node, list):
+        kept = [_filter_toc(item, exists, dropped) for item in node]
+        return [k for k in kept if k is not None]
+    if isinstance(node, dict):
+        if "file" in node and not exists(str(node["file"])):
+            dropped.append(Path(str(node["file"])).name)
+            return None
+        out = {}
+        for key, value in node.items():
+            value = _filter_toc(value, exists, dropped)
+            if isinstance(value, list) and not value and key in ("chapters", "sections", "parts"):
+                continue
+            out[key] = value
+        if "file" not in out and not any(k in out for k in ("chapters", "sections", "parts", "url", "glob", "root")):
+            return None  # a part whose chapters were all dropped
+        return out
+    return node
+
+
+def write_staged_toc(root: Path, stage: Path, say: Callable[[str], None] = print) -> list[str]:
+    """Write ``stage/_toc.yml``: the top-level toc without the entries whose file is not staged.
+
+    Returns the stems of the dropped entries; a part left without chapters is dropped too.
+    """
+    import yaml
+
+    def exists(rel: str) -> bool:
+        return any((stage / f"{rel}{ext}").is_file() for ext in ("", ".md", ".ipynb"))
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    if not exists(str(toc.get("root", ""))):
+        raise FileNotFoundError(f"the toc's root {toc.get('root')!r} is not in {stage}")
+    dropped: list[str] = []
+    filtered = _filter_toc(toc, exists, dropped)
+    (stage / "_toc.yml").write_text(
+        "# Written by leaklib.book from ../../_toc.yml; do not edit.\n"
+        + yaml.safe_dump(filtered, sort_keys=False))
+    if dropped:
+        say(f"[book] not in this build (not executed here): {', '.join(dropped)}")
+    return dropped
+
+
+# --------------------------------------------------------------------------- provenance
+
+def git_commit(root: Path) -> str:
+    """Short commit of ``root``, with ``-dirty`` when tracked files differ; ``unknown`` without git."""
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def package_hash() -> str:
+    """SHA-256 over leaklib's Python sources: a chapter is re-executed when the science changes."""
+    h = hashlib.sha256()
+    pkg = Path(__file__).resolve().parent
+    for path in sorted(pkg.rglob("*.py")):
+        h.update(str(path.relative_to(pkg)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def resolve_device(device: str) -> str:
+    """What ``auto`` means on this machine (``cuda`` if torch sees a GPU, else ``cpu``)."""
+    if device != "auto":
+        return device
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def execution_key(source: Path, parameters: dict[str, Any], upstream: Sequence[str], code: str,
+                  kernel: str) -> str:
+    """Hash deciding whether a staged executed chapter is still valid."""
+    h = hashlib.sha256()
+    h.update(source.read_bytes())
+    h.update(json.dumps(parameters, sort_keys=True).encode())
+    h.update(kernel.encode())
+    h.update(code.encode())
+    for key in upstream:
+        h.update(key.encode())
+    return h.hexdigest()
+
+
+def cached_record(executed: Path, key: str) -> dict[str, Any] | None:
+    """The runner's record in ``executed`` if it matches ``key`` and its figures still exist."""
+    if not executed.is_file():
+        return None
+    import nbformat
+
+    try:
+        nb = nbformat.read(executed, as_version=4)
+    except Exception:  # noqa: BLE001 - an unreadable stage file is simply not a cache hit
+        return None
+    record = nb.metadata.get(META_KEY)
+    if not record or record.get("key") != key:
+        return None
+    if not all(Path(f).is_file() for f in record.get("figures", [])):
+        return None
+    return dict(record)
+
+
+# --------------------------------------------------------------------------- notebook surgery
+
+def executed_note(profile: str, device: str, resolved: str, when: str, commit: str,
+                  version: str, seconds: float | None = None) -> str:
+    """Markdown admonition shown instead of papermill's injected-parameters cell."""
+    dev = device if device == resolved else f"{device} → {resolved}"
+    took = "" if seconds is None else f" in {seconds:.0f} s"
+    return (
+        "```{admonition} This page was executed with\n"
+        ":class: note\n"
+        f"profile **{profile}**, device **{dev}**, on {when}{took}, "
+        f"git commit `{commit}`, leaklib {version}. "
+        "Rerun it with `leaklib book run --profile <smoke|quick|paper>`.\n"
+        "```"
+    )
+
+
+def replace_injected_cell(nb: Any, note: str) -> bool:
+    """Replace the ``injected-parameters`` cell of ``nb`` by a markdown note; True if one was found.
+
+    The ``parameters`` cell keeps its source (it documents the defaults) and is tagged
+    ``hide-cell`` so that it is folded in the HTML.
+    """
+    import nbformat
+
+    found = False
+    for i, cell in enumerate(nb.cells):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags:
+            new = nbformat.v4.new_markdown_cell(note)
+            new.metadata["tags"] = [NOTE_TAG]
+            if "id" in cell:
+                new["id"] = cell["id"]
+            nb.cells[i] = new
+            found = True
+        elif "parameters" in tags and "hide-cell" not in tags:
+            cell.metadata["tags"] = list(tags) + ["hide-cell"]
+    return found
+
+
+def _chapter_error(chapter: str, exc: Exception, nb_path: Path) -> ChapterError:
+    """Turn papermill's execution error into a ChapterError with the source notebook's cell number."""
+    import nbformat
+
+    cell_index = getattr(exc, "cell_index", None)
+    cell = None
+    if cell_index is not None:
+        try:
+            nb = nbformat.read(nb_path, as_version=4)
+            # papermill numbers cells before it inserts its own error banners
+            cells = [c for c in nb.cells
+                     if "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])]
+            before = cells[:cell_index]
+            injected = sum("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in before)
+            cell = cell_index - injected + 1  # 1-based, counted in book/<chapter>.ipynb
+        except Exception:  # noqa: BLE001
+            cell = cell_index + 1
+    return ChapterError(chapter, cell, getattr(exc, "exec_count", None),
+                        getattr(exc, "ename", type(exc).__name__),
+                        str(getattr(exc, "evalue", exc)), nb_path)
+
+
+def _snapshot(directory: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in directory.glob("*") if p.is_file()} if directory.is_dir() else {}
+
+
+def execute_chapter(chapter: str, source: Path, target: Path, parameters: dict[str, Any], *,
+                    kernel: str = "python3", cwd: Path | None = None) -> float:
+    """Execute ``source`` into ``target`` with papermill; return the seconds it took.
+
+    On failure the partly executed notebook is left as ``<target>.failed.ipynb`` and
+    ``ChapterError`` names the chapter, the cell (counted in ``source``) and the error.
+    """
+    import papermill as pm
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.running.ipynb")
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(source), str(tmp), parameters=parameters, kernel_name=kernel,
+                            cwd=str(cwd or source.parent), progress_bar=False, log_output=False)
+    except pm.PapermillExecutionError as exc:
+        failed = target.with_name(f"{target.stem}.failed.ipynb")
+        os.replace(tmp, failed)
+        raise _chapter_error(chapter, exc, failed) from None
+    except Exception as exc:  # kernel died or missing, notebook unreadable, ...
+        text = str(exc).strip()
+        raise ChapterError(chapter, None, None, type(exc).__name__,
+                           text.splitlines()[-1] if text else "") from exc
+    os.replace(tmp, target)
+    return time.perf_counter() - t0
+
+
+def finalize_notebook(path: Path, note: str, record: dict[str, Any]) -> None:
+    """Replace the injected cell of the executed notebook ``path`` by ``note``; store ``record``."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    if not replace_injected_cell(nb, note):
+        raise ValueError(f"{path} has no injected-parameters cell; was it executed by papermill?")
+    nb.metadata[META_KEY] = record
+    nbformat.write(nb, path)
+
+
+# --------------------------------------------------------------------------- figures
+
+def check_figures(figures_dir: Path) -> list[str]:
+    """Problems with the saved figures: a name not after the paper, or a PNG without SVG/PDF twin."""
+    problems = []
+    if not figures_dir.is_dir():
+        return problems
+    for png in sorted(figures_dir.glob("*.png")):
+        if not FIGURE_NAME.match(png.stem):
+            problems.append(f"{png.name}: name is not after the paper (e.g. fig2_coherence.png)")
+        if not (png.with_suffix(".svg").is_file() or png.with_suffix(".pdf").is_file()):
+            problems.append(f"{png.name}: no {png.stem}.svg or {png.stem}.pdf beside it")
+    return problems
+
+
+# --------------------------------------------------------------------------- HTML
+
+def build_html(stage: Path, html_dir: Path, *, strict: bool = False, quiet: bool = True) -> int:
+    """Render ``stage`` with Jupyter Book 1 into ``html_dir``; return the Sphinx exit code.
+
+    Equivalent to ``jupyter-book build <stage>`` (plus ``-W -n --keep-going`` when ``strict``),
+    except that the HTML goes to ``html_dir`` instead of ``<stage>/_build/html``.
+    """
+    from jupyter_book.sphinx import build_sphinx
+
+    # the same overrides as jupyter_book.cli.main.build
+    overrides: dict[str, Any] = {"external_toc_path": (stage / "_toc.yml").resolve().as_posix(),
+                                 "latex_individualpages": False}
+    if strict:
+        overrides["nitpicky"] = True
+    result = build_sphinx(stage.resolve(), html_dir.resolve(), noconfig=True,
+                          path_config=str((stage / "_config.yml").resolve()), confoverrides=overrides,
+                          builder="html", warningiserror=strict, keep_going=strict, quiet=quiet)
+    if isinstance(result, Exception):
+        print(f"[book] HTML build failed: {result}", file=sys.stderr)
+        return 1
+    return int(result)
+
+
+# --------------------------------------------------------------------------- the run
+
+@dataclass
+class RunOptions:
+    """Everything ``leaklib book run`` needs; defaults are the README's command."""
+
+    root: Path = Path(".")
+    profile: str = "quick"
+    device: str = "auto"
+    chapters: list[str] | None = None
+    results_dir: Path | None = None
+    figures_dir: Path | None = None
+    build_dir: Path | None = None
+    kernel: str = "python3"
+    html: bool = True
+    strict: bool = False
+    force: bool = False
+
+
+def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[ChapterResult]:
+    """Stage, execute the chapters in order and (unless ``opts.html`` is False) build the HTML.
+
+    Raises ``ChapterError`` on the first failing chapter, ``FileNotFoundError`` for a requested
+    chapter that does not exist, ``RuntimeError`` when the HTML build fails.
+    """
+    from leaklib import __version__
+
+    root = opts.root.resolve()
+    results_dir = (opts.results_dir or root / "results").resolve()
+    figures_dir = (opts.figures_dir or root / "figures" / opts.profile).resolve()
+    build_dir = (opts.build_dir or root / "_build").resolve()
+    stage, html_dir = build_dir / "src", build_dir / "html"
+    if opts.profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {opts.profile!r}")
+
+    chapters = select_chapters(root / "book", opts.chapters, say)
+    stage_sources(root, stage)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["LEAKLIB_FIGURES_DIR"] = str(figures_dir)  # inherited by the kernels
+
+    parameters = {"profile": opts.profile, "device": opts.device,
+                  "results_dir": str(results_dir), "figures_dir": str(figures_dir)}
+    resolved = resolve_device(opts.device)
+    commit, code = git_commit(root), package_hash()
+    upstream: list[str] = []
+    results: list[ChapterResult] = []
+    t_all = time.perf_counter()
+    for n, chapter in enumerate(CHAPTERS):
+        source = root / "book" / f"{chapter}.ipynb"
+        target = stage / "book" / f"{chapter}.ipynb"
+        if not source.is_file():
+            continue
+        key = execution_key(source, dict(parameters, resolved_device=resolved), upstream, code, opts.kernel)
+        upstream.append(key)
+        if chapter not in chapters:
+            continue
+        prefix = f"[book] {n + 1}/{len(CHAPTERS)} {chapter}"
+        hit = None if opts.force else cached_record(target, key)
+        if hit is not None:
+            results.append(ChapterResult(chapter, "reused", 0.0, hit.get("figures", [])))
+            say(f"{prefix}: unchanged, reused (executed {hit.get('executed_at', '?')})")
+            continue
+        say(f"{prefix}: running ...")
+        before = _snapshot(figures_dir)
+        when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        t0 = time.perf_counter()
+        try:
+            seconds = execute_chapter(chapter, source, target, parameters, kernel=opts.kernel,
+                                      cwd=stage / "book")
+        except ChapterError as err:
+            where = f" (partly executed notebook: {err.notebook})" if err.notebook else ""
+            say(f"{prefix}: FAILED after {time.perf_counter() - t0:.1f} s{where}")
+            raise
+        after = _snapshot(figures_dir)
+        figures = sorted(p for p, m in after.items() if before.get(p) != m)
+        note = executed_note(opts.profile, opts.device, resolved, when, commit, __version__, seconds)
+        finalize_notebook(target, note, {
+            "key": key, "executed_at": when, "seconds": round(seconds, 2), "commit": commit,
+            "profile": opts.profile, "device": opts.device, "resolved_device": resolved,
+            "leaklib": __version__, "figures": figures})
+        results.append(ChapterResult(chapter, "executed", seconds, figures))
+        say(f"{prefix}: done in {seconds:.1f} s, {len(figures)} figure file(s)")
+    say(f"[book] chapters: {time.perf_counter() - t_all:.1f} s; figures in {figures_dir}")
+    problems = check_figures(figures_dir)
+    for p in problems:
+        say(f"[book] figure problem: {p}")
+    if problems and opts.strict:
+        raise RuntimeError(f"{len(problems)} figure problem(s) in {figures_dir}")
+
+    write_staged_toc(root, stage, say)
+    if opts.html:
+        t0 = time.perf_counter()
+        say(f"[book] building HTML{' (' + STRICT_FLAGS + ')' if opts.strict else ''} ...")
+        code_ = build_html(stage, html_dir, strict=opts.strict)
+        if code_ != 0:
+            raise RuntimeError(f"Jupyter Book build failed (exit {code_}); see the warnings above")
+        say(f"[book] HTML built in {time.perf_counter() - t0:.1f} s: {html_dir / 'index.html'}")
+    return results
+
+
+# --------------------------------------------------------------------------- command line
+
+RUN_EPILOG = f"""\
+Profiles: smoke (seconds, CI), quick (default; whole book <= 15 min on a 2-core CPU),
+paper (CIFAR-10/SVHN as in the paper; needs a GPU).
+{GPU_HINT}
+Chapters already executed with the same sources and parameters are reused; finished training
+runs in --results-dir are reused by the chapters themselves.
+"""
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", choices=PROFILES, default="quick", help="experiment size (default: quick)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="torch device (default: auto)")
+    p.add_argument("--chapters", nargs="+", metavar="CHAPTER",
+                   help="only these chapters, e.g. 01 03_robustness (default: every existing chapter)")
+    p.add_argument("--results-dir", type=Path, help="training runs and measurements (default: results/)")
+    p.add_argument("--figures-dir", type=Path,
+                   help="every figure as PNG and SVG (default: figures/<profile>/)")
+    p.add_argument("--build-dir", type=Path,
+                   help="staged executed sources (<dir>/src) and HTML (<dir>/html) (default: _build/)")
+    p.add_argument("--kernel", default="python3", help="Jupyter kernel for papermill (default: python3)")
+    p.add_argument("--no-html", dest="html", action="store_false", help="execute only, do not build HTML")
+    p.add_argument("--strict", action="store_true",
+                   help=f"HTML with warnings as errors ({STRICT_FLAGS}) and figure names checked (CI)")
+    p.add_argument("--force", action="store_true", help="re-execute chapters even if unchanged")
+    p.add_argument("--root", type=Path, default=Path("."), help=argparse.SUPPRESS)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    opts = RunOptions(root=args.root, profile=args.profile, device=args.device, chapters=args.chapters,
+                      results_dir=args.results_dir, figures_dir=args.figures_dir,
+                      build_dir=args.build_dir, kernel=args.kernel, html=args.html,
+                      strict=args.strict, force=args.force)
+    t0 = time.perf_counter()
+    try:
+        run_book(opts)
+    except ChapterError as err:
+        print(f"[book] {err.message()}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"[book] error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, (FileNotFoundError, ValueError)) else 1
+    print(f"[book] total {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _build_command(args: argparse.Namespace) -> int:
+    root = args.root.resolve()
+    build_dir = (args.build_dir or root / "_build").resolve()
+    stage, html_dir = build_dir / "src", build_dir / "html"
+    if not (stage / "_toc.yml").is_file():
+        print(f"[book] error: {stage} is not staged yet; run `leaklib book run` first", file=sys.stderr)
+        return 2
+    stage_sources(root, stage)  # pick up edited markdown and bib without re-executing
+    write_staged_toc(root, stage)
+    t0 = time.perf_counter()
+    code = build_html(stage, html_dir, strict=args.strict)
+    if code == 0:
+        print(f"[book] HTML built in {time.perf_counter() - t0:.1f} s: {html_dir / 'index.html'}")
+    return 1 if code else 0
+
+
+def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``book run`` and ``book build`` on the ``leaklib`` command's subparsers."""
+    book = subparsers.add_parser("book", help="execute the chapters and build the HTML book",
+                                 description=__doc__.splitlines()[0])
+    sub = book.add_subparsers(dest="book_command", metavar="{run,build}")
+    sub.required = True
+    run = sub.add_parser("run", help="execute every chapter with papermill, then build the HTML",
+                         description="Execute the chapters in dependency order with papermill, "
+                                     "then render the HTML with Jupyter Book. " + GPU_HINT + ".",
+                         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_run_arguments(run)
+    run.set_defaults(func=_run_command)
+    build = sub.add_parser("build", help="re-render the HTML from the executed chapters (no execution)")
+    build.add_argument("--build-dir", type=Path, help="as for `book run` (default: _build/)")
+    build.add_argument("--strict", action="store_true", help=f"warnings as errors ({STRICT_FLAGS})")
+    build.add_argument("--root", type=Path, default=Path("."), help=argparse.SUPPRESS)
+    build.set_defaults(func=_build_command)
+    return book
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m leaklib.book run|build ...``: the same as ``leaklib book run|build ...``."""
+    parser = argparse.ArgumentParser(prog="python -m leaklib.book")
+    sub = parser.add_subparsers(dest="command")
+    book = add_subparser(sub)
+    args = parser.parse_args(["book", *(argv if argv is not None else sys.argv[1:])])
+    del book
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
