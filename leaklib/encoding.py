@@ -1,0 +1,114 @@
+"""Signed Poisson rate coding and the noisy spike generation of Algorithm 1.
+
+* Images are normalised per image to zero mean, then scaled to [-1, 1] (Sec. 4.1).
+* Clean coding, fresh randomness each step: ``o = sign(x) * (rand < |x|)``.
+* Scenario 1 (noise before coding): ``x_c = x + xi``, then coded as above (binary spikes).
+* Scenario 2 (noise after coding): ``o = sign(x) * (rand < |x|) + xi`` (perturbed spikes).
+* Gaussian noise ``xi ~ N(0, sigma_s^2)``; impulse (salt-and-pepper) noise replaces an entry by
+  -1 or +1 with probability ``p_s`` (scenario 1: the pixel value; scenario 2: the spike value).
+
+The eight severities live in :data:`SEVERITY_TABLE`, the one place they are defined.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+__all__ = [
+    "NOISE_TYPES",
+    "SCENARIOS",
+    "NUM_SEVERITIES",
+    "SEVERITY_TABLE",
+    "noise_level",
+    "normalize_images",
+    "poisson_spikes",
+    "noisy_spikes",
+]
+
+NOISE_TYPES: tuple[str, ...] = ("gaussian", "impulse")
+SCENARIOS: tuple[int, ...] = (1, 2)
+NUM_SEVERITIES = 8
+
+#: Noise strength per severity s = 1..8: Gaussian standard deviation sigma_s = 0.1 s, impulse
+#: probability p_s = 0.05 s (design note; the paper does not give its values).
+SEVERITY_TABLE: dict[str, tuple[float, ...]] = {
+    "gaussian": tuple(round(0.1 * s, 10) for s in range(1, NUM_SEVERITIES + 1)),
+    "impulse": tuple(round(0.05 * s, 10) for s in range(1, NUM_SEVERITIES + 1)),
+}
+
+
+def noise_level(noise: str, severity: int) -> float:
+    """sigma_s (Gaussian) or p_s (impulse) for severity 0..8; severity 0 is clean (0.0)."""
+    if noise not in SEVERITY_TABLE:
+        raise ValueError(f"noise must be one of {NOISE_TYPES}, got {noise!r}")
+    if isinstance(severity, bool) or int(severity) != severity or not 0 <= severity <= NUM_SEVERITIES:
+        raise ValueError(f"severity must be an integer in 0..{NUM_SEVERITIES}, got {severity!r}")
+    return 0.0 if severity == 0 else SEVERITY_TABLE[noise][int(severity) - 1]
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """Per image ``[..., C, H, W]``: subtract the mean, divide by the largest magnitude (-> [-1, 1])."""
+    if images.dim() < 3:
+        raise ValueError(f"images must be [..., C, H, W], got shape {tuple(images.shape)}")
+    dims = (-3, -2, -1)
+    centred = images - images.mean(dim=dims, keepdim=True)
+    scale = centred.abs().amax(dim=dims, keepdim=True)
+    return centred / torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+def _shape(x: torch.Tensor, num_steps: int | None) -> tuple[int, ...]:
+    if num_steps is None:
+        return tuple(x.shape)
+    if int(num_steps) != num_steps or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    return (int(num_steps),) + tuple(x.shape)
+
+
+def _uniform(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def _code(x: torch.Tensor, rand: torch.Tensor) -> torch.Tensor:
+    """Signed rate coding of (possibly noisy) intensities ``x`` against uniform numbers ``rand``."""
+    return torch.sign(x) * (rand < x.abs()).to(x.dtype)
+
+
+def poisson_spikes(x: torch.Tensor, generator: torch.Generator | None = None,
+                   num_steps: int | None = None) -> torch.Tensor:
+    """Signed Poisson spikes of intensities ``x`` in [-1, 1]: one step, or ``[num_steps, *x.shape]``."""
+    shape = _shape(x, num_steps)
+    return _code(x.expand(shape), _uniform(shape, x, generator))
+
+
+def _impulse(shape: tuple[int, ...], like: torch.Tensor, p: float,
+             generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask of entries hit by salt-and-pepper noise (probability ``p``) and their values (+-1)."""
+    hit = _uniform(shape, like, generator) < p
+    value = torch.where(_uniform(shape, like, generator) < 0.5, -1.0, 1.0).to(like.dtype)
+    return hit, value
+
+
+def noisy_spikes(x: torch.Tensor, scenario: Literal[1, 2], noise: str, severity: int,
+                 generator: torch.Generator | None = None, num_steps: int | None = None) -> torch.Tensor:
+    """Spike-inputs under noise, Algorithm 1 (scenario 1 or 2, Gaussian or impulse, severity 0..8)."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario must be 1 or 2, got {scenario!r}")
+    level = noise_level(noise, severity)
+    if level == 0.0:
+        return poisson_spikes(x, generator, num_steps)
+    shape = _shape(x, num_steps)
+    x = x.expand(shape)
+    if scenario == 1:
+        if noise == "gaussian":
+            x_c = x + level * torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+        else:
+            hit, value = _impulse(shape, x, level, generator)
+            x_c = torch.where(hit, value, x)
+        return _code(x_c, _uniform(shape, x, generator))
+    spikes = _code(x, _uniform(shape, x, generator))
+    if noise == "gaussian":
+        return spikes + level * torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+    hit, value = _impulse(shape, x, level, generator)
+    return torch.where(hit, value, spikes)
