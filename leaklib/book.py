@@ -185,7 +185,25 @@ def write_staged_toc(root: Path, stage: Path, say: Callable[[str], None] = print
         + yaml.safe_dump(filtered, sort_keys=False))
     if dropped:
         say(f"[book] not in this build (not executed here): {', '.join(dropped)}")
+        unlink_dropped(stage, dropped)
     return dropped
+
+
+def unlink_dropped(stage: Path, dropped: Sequence[str]) -> int:
+    """In the staged markdown pages, turn ``{doc}`` links to dropped chapters into plain text.
+
+    A partial build (``--chapters 01``, or chapters not written yet) thus has no broken
+    cross-reference; returns the number of links rewritten.
+    """
+    names = "|".join(re.escape(d) for d in dropped)
+    pattern = re.compile(r"\{doc\}`(?:[^`<]*<)?(?:\.?/)?(?:book/)?(" + names + r")>?`")
+    count = 0
+    for md in (stage / "book").rglob("*.md"):
+        text, n = pattern.subn(r"`\1` (not in this build)", md.read_text())
+        if n:
+            md.write_text(text)
+            count += n
+    return count
 
 
 # --------------------------------------------------------------------------- provenance

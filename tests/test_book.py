@@ -38,14 +38,13 @@ def make_notebook(path: Path, *cells: str, title: str = "A chapter", cite: str =
 
 
 def make_root(tmp_path: Path) -> Path:
-    """A book with the real _config.yml, _toc.yml and bibliography, a tiny intro, no chapters."""
+    """A book with the real _config.yml, _toc.yml, intro and bibliography, and no chapters."""
     root = tmp_path / "repo"
     (root / "book").mkdir(parents=True)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(REPO / name, root / name)
-    for name in ("references.bib", "references.md"):
+    for name in ("intro.md", "references.bib", "references.md"):
         shutil.copy2(REPO / "book" / name, root / "book" / name)
-    (root / "book" / "intro.md").write_text("# Tiny book\n\nAbout {cite:p}`chowdhury2020leak`.\n")
     return root
 
 
@@ -112,6 +111,15 @@ def test_write_staged_toc_drops_missing_chapters_and_empty_parts(tmp_path: Path)
     assert [p["caption"] for p in toc["parts"]] == ["Experiments", "Summary"]
     assert set(dropped) == set(book.CHAPTERS) - {"03_robustness"}
     assert toc["root"] == "book/intro"
+
+
+def test_unlink_dropped_rewrites_only_links_to_dropped_chapters(tmp_path: Path) -> None:
+    (tmp_path / "book").mkdir()
+    page = tmp_path / "book" / "intro.md"
+    page.write_text("{doc}`03_robustness` and {doc}`Fig. 3 <03_robustness>` but {doc}`01_neurons_and_coherence`")
+    assert book.unlink_dropped(tmp_path, ["03_robustness"]) == 2
+    assert page.read_text() == ("`03_robustness` (not in this build) and `03_robustness` (not in this build)"
+                                " but {doc}`01_neurons_and_coherence`")
 
 
 def test_top_level_toc_lists_every_chapter_in_dependency_order() -> None:
@@ -245,6 +253,8 @@ def test_run_book_executes_reuses_and_builds_strict_html(tmp_path: Path) -> None
     page = (root / "_build" / "html" / "book" / "01_neurons_and_coherence.html").read_text()
     assert "This page was executed with" in page and "injected-parameters" not in page
     assert "<img" in page and (root / "_build" / "html" / "book" / "references.html").is_file()
+    intro = (root / "_build" / "html" / "book" / "intro.html").read_text()
+    assert 'href="01_neurons_and_coherence.html"' in intro and "02_training</span></code> (not in this build)" in intro
     assert not (root / "_build" / "html" / "book" / "02_training.html").exists()
 
     lines.clear()
