@@ -1,0 +1,135 @@
+"""The ``leaklib`` command: ``train``, ``profiles`` and ``book`` (run/build the executable book)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .profiles import DEFAULT_PROFILE, PROFILES, format_tau, get_profile, parse_tau
+
+__all__ = ["main", "build_parser"]
+
+DATASETS = ("digits", "cifar10", "svhn")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2) instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _tau(text: str) -> float:
+    try:
+        return parse_tau(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be non-negative integers, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_common_run_options(parser: argparse.ArgumentParser) -> None:
+    """--profile, --device, --results-dir, --threads (shared by `train` and `book run`)."""
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES),
+                        help=f"run profile (default {DEFAULT_PROFILE}); 'paper' is the full protocol for a GPU")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    parser.add_argument("--results-dir", default="results", help="where runs are written (default results/)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="CPU threads for torch (default: torch's choice)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="leaklib", description="Companion to 'Towards Understanding the Effect of Leak in "
+                     "Spiking Neural Networks' (Chowdhury, Lee, Roy 2020).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train (or resume, or reuse) the tau_m x seed sweep of a profile",
+                           description="Train SNNs with spike-based BPTT (Algorithm 2). Finished runs with the "
+                           "same settings are reused; interrupted runs resume from their last epoch.")
+    add_common_run_options(train)
+    train.add_argument("--dataset", nargs="+", choices=DATASETS, default=None,
+                       help="datasets (default: the profile's)")
+    train.add_argument("--tau", nargs="+", type=_tau, default=None, metavar="TAU_M",
+                       help="membrane time constants in time steps, 'inf' = IF (default: 30 100 inf)")
+    train.add_argument("--seeds", nargs="+", type=_seed, default=None, help="seeds (default: the profile's)")
+    train.add_argument("--epochs", type=_positive_int, default=None, help="override the profile's epochs")
+    train.add_argument("--data-root", default=None, help="folder with CIFAR-10/SVHN (default $LEAKLIB_DATA_ROOT "
+                       "or ~/.cache/leaklib/data)")
+    train.add_argument("--download", action="store_true", help="download CIFAR-10/SVHN into --data-root if missing")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(func=_cmd_train)
+
+    profiles = sub.add_parser("profiles", help="print the profiles and their settings")
+    profiles.set_defaults(func=_cmd_profiles)
+
+    try:
+        from . import book
+    except ImportError:  # the book extra is not installed
+        book = None  # type: ignore[assignment]
+    if book is not None and hasattr(book, "add_subparser"):
+        book.add_subparser(sub)
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .train import DivergenceError, train_sweep
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    profile = get_profile(args.profile, **overrides)
+    try:
+        results = train_sweep(profile, datasets=args.dataset, taus=args.tau, seeds=args.seeds,
+                              results_dir=args.results_dir, device=args.device, data_root=args.data_root,
+                              download=args.download, progress=not args.quiet)
+    except DivergenceError as exc:
+        print(f"leaklib: diverged: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"leaklib: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{'dataset':<8} {'tau_m':>6} {'seed':>4} {'test acc':>9} {'test SSE':>9} {'train s':>8}")
+    for config, metrics in results:
+        print(f"{config.dataset:<8} {format_tau(config.tau_m):>6} {config.seed:>4} {metrics['test_acc']:>9.4f} "
+              f"{metrics['test_sse']:>9.4f} {metrics['train_seconds']:>8.1f}")
+    return 0
+
+
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    for profile in PROFILES.values():
+        print(f"{profile.name}: {profile.description}")
+        print(f"  datasets={','.join(profile.datasets)} tau_m={','.join(format_tau(t) for t in profile.taus)} "
+              f"seeds={','.join(map(str, profile.seeds))} T={profile.num_steps} epochs={profile.epochs} "
+              f"batch={profile.batch_size} lr={profile.lr} milestones={profile.milestone_epochs()}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
