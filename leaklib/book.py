@@ -454,7 +454,6 @@ def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[Chapt
     stage_sources(root, stage)
     figures_dir.mkdir(parents=True, exist_ok=True)
     results_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["LEAKLIB_FIGURES_DIR"] = str(figures_dir)  # inherited by the kernels
 
     parameters = {"profile": opts.profile, "device": opts.device,
                   "results_dir": str(results_dir), "figures_dir": str(figures_dir)}
@@ -463,41 +462,50 @@ def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[Chapt
     upstream: list[str] = []
     results: list[ChapterResult] = []
     t_all = time.perf_counter()
-    for n, chapter in enumerate(CHAPTERS):
-        source = root / "book" / f"{chapter}.ipynb"
-        target = stage / "book" / f"{chapter}.ipynb"
-        if not source.is_file():
-            continue
-        key = execution_key(source, dict(parameters, resolved_device=resolved), upstream, code, opts.kernel)
-        upstream.append(key)
-        if chapter not in chapters:
-            continue
-        prefix = f"[book] {n + 1}/{len(CHAPTERS)} {chapter}"
-        hit = None if opts.force else cached_record(target, key)
-        if hit is not None:
-            results.append(ChapterResult(chapter, "reused", 0.0, hit.get("figures", [])))
-            say(f"{prefix}: unchanged, reused (executed {hit.get('executed_at', '?')})")
-            continue
-        say(f"{prefix}: running ...")
-        before = _snapshot(figures_dir)
-        when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        t0 = time.perf_counter()
-        try:
-            seconds = execute_chapter(chapter, source, target, parameters, kernel=opts.kernel,
-                                      cwd=stage / "book")
-        except ChapterError as err:
-            where = f" (partly executed notebook: {err.notebook})" if err.notebook else ""
-            say(f"{prefix}: FAILED after {time.perf_counter() - t0:.1f} s{where}")
-            raise
-        after = _snapshot(figures_dir)
-        figures = sorted(p for p, m in after.items() if before.get(p) != m)
-        note = executed_note(opts.profile, opts.device, resolved, when, commit, __version__, seconds)
-        finalize_notebook(target, note, {
-            "key": key, "executed_at": when, "seconds": round(seconds, 2), "commit": commit,
-            "profile": opts.profile, "device": opts.device, "resolved_device": resolved,
-            "leaklib": __version__, "figures": figures})
-        results.append(ChapterResult(chapter, "executed", seconds, figures))
-        say(f"{prefix}: done in {seconds:.1f} s, {len(figures)} figure file(s)")
+    saved_env = os.environ.get("LEAKLIB_FIGURES_DIR")
+    os.environ["LEAKLIB_FIGURES_DIR"] = str(figures_dir)  # inherited by the kernels
+    try:
+        for n, chapter in enumerate(CHAPTERS):
+            source = root / "book" / f"{chapter}.ipynb"
+            target = stage / "book" / f"{chapter}.ipynb"
+            if not source.is_file():
+                continue
+            key = execution_key(source, dict(parameters, resolved_device=resolved), upstream, code,
+                                opts.kernel)
+            upstream.append(key)
+            if chapter not in chapters:
+                continue
+            prefix = f"[book] {n + 1}/{len(CHAPTERS)} {chapter}"
+            hit = None if opts.force else cached_record(target, key)
+            if hit is not None:
+                results.append(ChapterResult(chapter, "reused", 0.0, hit.get("figures", [])))
+                say(f"{prefix}: unchanged, reused (executed {hit.get('executed_at', '?')})")
+                continue
+            say(f"{prefix}: running ...")
+            before = _snapshot(figures_dir)
+            when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            t0 = time.perf_counter()
+            try:
+                seconds = execute_chapter(chapter, source, target, parameters, kernel=opts.kernel,
+                                          cwd=stage / "book")
+            except ChapterError as err:
+                where = f" (partly executed notebook: {err.notebook})" if err.notebook else ""
+                say(f"{prefix}: FAILED after {time.perf_counter() - t0:.1f} s{where}")
+                raise
+            after = _snapshot(figures_dir)
+            figures = sorted(p for p, m in after.items() if before.get(p) != m)
+            note = executed_note(opts.profile, opts.device, resolved, when, commit, __version__, seconds)
+            finalize_notebook(target, note, {
+                "key": key, "executed_at": when, "seconds": round(seconds, 2), "commit": commit,
+                "profile": opts.profile, "device": opts.device, "resolved_device": resolved,
+                "leaklib": __version__, "figures": figures})
+            results.append(ChapterResult(chapter, "executed", seconds, figures))
+            say(f"{prefix}: done in {seconds:.1f} s, {len(figures)} figure file(s)")
+    finally:
+        if saved_env is None:
+            os.environ.pop("LEAKLIB_FIGURES_DIR", None)
+        else:
+            os.environ["LEAKLIB_FIGURES_DIR"] = saved_env
     say(f"[book] chapters: {time.perf_counter() - t_all:.1f} s; figures in {figures_dir}")
     problems = check_figures(figures_dir)
     for p in problems:
@@ -601,7 +609,7 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m leaklib.book run|build ...``: the same as ``leaklib book run|build ...``."""
-    parser = argparse.ArgumentParser(prog="python -m leaklib.book")
+    parser = argparse.ArgumentParser(prog="leaklib")
     sub = parser.add_subparsers(dest="command")
     book = add_subparser(sub)
     args = parser.parse_args(["book", *(argv if argv is not None else sys.argv[1:])])

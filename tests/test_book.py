@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -228,7 +229,8 @@ def test_execute_chapter_reports_chapter_cell_and_error(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- the whole run
 
-def test_run_book_executes_reuses_and_builds_strict_html(tmp_path: Path) -> None:
+def test_run_book_executes_reuses_and_builds_strict_html(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(book, "package_hash", lambda: "fixed")  # others may edit leaklib meanwhile
     root = make_root(tmp_path)
     make_notebook(root / "book" / "01_neurons_and_coherence.ipynb",
                   "print('ran with', profile, device, figures_dir)", FIGURE_CELL.format(name="fig2_coherence"),
@@ -237,7 +239,9 @@ def test_run_book_executes_reuses_and_builds_strict_html(tmp_path: Path) -> None
                   title="Robustness", cite="hendrycks2019benchmarking")
     opts = book.RunOptions(root=root, profile="smoke", device="cpu", strict=True)
     lines: list[str] = []
+    env_before = os.environ.get("LEAKLIB_FIGURES_DIR")
     first = book.run_book(opts, lines.append)
+    assert os.environ.get("LEAKLIB_FIGURES_DIR") == env_before  # only the kernels saw it
     assert [(r.chapter, r.status) for r in first] == [("01_neurons_and_coherence", "executed"),
                                                        ("03_robustness", "executed")]
     assert any(line.startswith("[book] 1/7 01_neurons_and_coherence: done in") for line in lines)
