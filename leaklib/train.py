@@ -126,8 +126,8 @@ def _crash_hook(epoch: int, batch: int | None) -> None:
     spec = os.environ.get("LEAKLIB_KILL_AT")
     if not spec:
         return
-    parts = spec.split(":")
-    if int(parts[0]) == epoch and (batch if len(parts) > 1 else None) == (int(parts[1]) if len(parts) > 1 else None):
+    kill_epoch, _, kill_batch = spec.partition(":")
+    if int(kill_epoch) == epoch and (int(kill_batch) if kill_batch else None) == batch:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

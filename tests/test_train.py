@@ -1,0 +1,186 @@
+"""Training spine: resume after kill -9, reuse, determinism, divergence, run folders, profiles and CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+from leaklib import cli
+from leaklib.profiles import PROFILES, format_tau, get_profile, parse_tau
+from leaklib.runs import atomic_write_json, config_hash, read_json, read_jsonl, run_dir
+from leaklib.train import (DivergenceError, RunConfig, evaluate_clean, load_model, resolve_device, sse_loss,
+                           train_run)
+
+SMOKE = get_profile("smoke")
+
+
+def _strip_times(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+def _train_cli(results: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "LEAKLIB_KILL_AT"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "leaklib.cli", "train", "--profile", "smoke", "--tau", "30",
+                           "--seeds", "1", "--results-dir", results, "--quiet", "--threads", "1"],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    results = str(tmp_path_factory.mktemp("clean"))
+    done = _train_cli(results)
+    assert done.returncode == 0, done.stderr
+    folder = run_dir(results, "smoke", "digits", 30.0, 1)
+    return folder
+
+
+@pytest.mark.parametrize("kill_at", ["2:1", "1"])
+def test_kill_9_then_same_command_resumes_to_identical_metrics(tmp_path, uninterrupted, kill_at):
+    """kill -9 mid-epoch (or right after a checkpoint), rerun: same history and metrics as without the kill."""
+    results = str(tmp_path)
+    killed = _train_cli(results, {"LEAKLIB_KILL_AT": kill_at})
+    assert killed.returncode == -signal.SIGKILL
+    folder = run_dir(results, "smoke", "digits", 30.0, 1)
+    assert not (folder / "metrics.json").exists()
+    assert read_jsonl(folder / "history.jsonl")  # epoch 1 was saved before the kill
+    resumed = _train_cli(results)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "[resume]" in resumed.stdout
+    assert _strip_times(read_jsonl(folder / "history.jsonl")) == _strip_times(
+        read_jsonl(uninterrupted / "history.jsonl"))
+    got, want = read_json(folder / "metrics.json"), read_json(uninterrupted / "metrics.json")
+    for key in ("test_acc", "test_sse", "train_sse", "test_sse_window", "config_hash", "epochs"):
+        assert got[key] == want[key]
+
+
+def test_finished_run_is_reused_not_retrained(uninterrupted):
+    before = {p.name: p.stat().st_mtime_ns for p in uninterrupted.iterdir()}
+    done = _train_cli(str(uninterrupted.parents[3]))
+    assert done.returncode == 0 and "[reuse]" in done.stdout
+    assert before == {p.name: p.stat().st_mtime_ns for p in uninterrupted.iterdir()}
+
+
+def test_run_folder_holds_config_versions_commit_and_history(uninterrupted):
+    config = read_json(uninterrupted / "config.json")
+    expected = RunConfig(SMOKE, "digits", 30.0, 1)
+    assert config["config_hash"] == expected.hash() == read_json(uninterrupted / "metrics.json")["config_hash"]
+    assert config["seed"] == 1 and config["tau_m"] == "30" and config["num_steps"] == SMOKE.num_steps
+    assert {"torch", "numpy", "python", "git_commit", "leaklib"} <= set(config["environment"])
+    history = read_jsonl(uninterrupted / "history.jsonl")
+    assert [h["epoch"] for h in history] == list(range(1, SMOKE.epochs + 1))
+    assert all(0 <= h["test_acc"] <= 1 and h["train_sse"] >= 0 for h in history)
+
+
+def test_trained_model_reloads_and_reproduces_last_test_accuracy(uninterrupted):
+    config = RunConfig(SMOKE, "digits", 30.0, 1)
+    model = load_model(config, uninterrupted.parents[3])
+    from leaklib.data import load_dataset, stratified_subset
+
+    test = stratified_subset(load_dataset("digits", "test"), SMOKE.test_subset, seed=0)
+    # the trainer evaluates epoch e (0-based) with seed 10000*seed + e
+    again = evaluate_clean(model, test, SMOKE.num_steps, SMOKE.eval_batch_size, seed=10_000 + SMOKE.epochs - 1,
+                           device=torch.device("cpu"))
+    last = read_jsonl(uninterrupted / "history.jsonl")[-1]
+    assert again["accuracy"] == pytest.approx(last["test_acc"])
+    assert again["sse"] == pytest.approx(last["test_sse"], rel=1e-5)
+
+
+def test_changed_settings_keep_the_old_run_aside(tmp_path):
+    profile = replace(SMOKE, epochs=1)
+    train_run(RunConfig(profile, "digits", math.inf, 3), tmp_path, progress=False, log=lambda s: None)
+    old_hash = RunConfig(profile, "digits", math.inf, 3).hash()
+    changed = replace(profile, lr=0.05)
+    messages: list[str] = []
+    train_run(RunConfig(changed, "digits", math.inf, 3), tmp_path, progress=False, log=messages.append)
+    folder = run_dir(tmp_path, "smoke", "digits", math.inf, 3)
+    assert (folder.parent / f"seed-3.stale-{old_hash}" / "metrics.json").exists()
+    assert read_json(folder / "metrics.json")["config_hash"] == RunConfig(changed, "digits", math.inf, 3).hash()
+    assert any("[stale]" in m for m in messages)
+
+
+def test_divergence_names_tau_epoch_and_layer(tmp_path):
+    silent = replace(SMOKE, v_th=1e6, epochs=1)
+    with pytest.raises(DivergenceError, match=r"hidden layer 1 .*epoch 1 \(tau_m=100\)"):
+        train_run(RunConfig(silent, "digits", 100.0, 1), tmp_path, progress=False, log=lambda s: None)
+    exploding = replace(SMOKE, lr=1e30, momentum=0.0, epochs=2)
+    with pytest.raises(DivergenceError, match=r"tau_m=inf .*loss is (nan|inf)"):
+        train_run(RunConfig(exploding, "digits", math.inf, 1), tmp_path, progress=False, log=lambda s: None)
+
+
+def test_sse_loss_by_hand():
+    prediction = torch.tensor([[0.5, 0.2, 0.0], [0.1, 0.1, 0.9]])
+    labels = torch.tensor([0, 2])
+    # (0.5-1)^2 + 0.2^2 = 0.29 ; 0.1^2 + 0.1^2 + (0.9-1)^2 = 0.03
+    assert torch.allclose(sse_loss(prediction, labels, 3), torch.tensor([0.29, 0.03]))
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no GPU"):
+            resolve_device("cuda")
+
+
+def test_profiles_scale_the_papers_lr_schedule():
+    assert get_profile("paper").milestone_epochs() == [70, 100]
+    assert get_profile("paper", epochs=15).milestone_epochs() == [7, 10]
+    assert get_profile("paper").num_steps == 100 and get_profile("paper").batch_size == 64
+    assert set(PROFILES) == {"smoke", "quick", "paper"}
+    with pytest.raises(ValueError, match="unknown profile"):
+        get_profile("fast")
+
+
+def test_parse_and_format_tau():
+    assert parse_tau("inf") == math.inf and parse_tau("30") == 30.0
+    for bad in ("0", "-5", "nan", "abc"):
+        with pytest.raises(ValueError):
+            parse_tau(bad)
+    assert [format_tau(t) for t in (30.0, 100.0, math.inf, 2.5)] == ["30", "100", "inf", "2.5"]
+
+
+def test_run_dir_layout_and_atomic_json(tmp_path):
+    assert run_dir("r", "quick", "digits", math.inf, 2).as_posix() == "r/quick/digits/tau-inf/seed-2"
+    path = atomic_write_json(tmp_path / "a" / "m.json", {"tau": math.inf, "x": [1, 2.5]})
+    assert json.loads(path.read_text()) == {"tau": "inf", "x": [1, 2.5]}
+    assert [p.name for p in path.parent.iterdir()] == ["m.json"]  # no temporary file left behind
+
+
+def test_config_hash_is_canonical_and_sensitive():
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+    assert RunConfig(SMOKE, "digits", 30.0, 1).hash() != RunConfig(SMOKE, "digits", 30.0, 2).hash()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--tau", "0"], "tau_m must be a positive number"),
+    (["train", "--tau", "-3"], "tau_m must be a positive number"),
+    (["train", "--seeds", "1.5"], "seeds must be integers"),
+    (["train", "--dataset", "mnist"], "invalid choice"),
+    (["train", "--profile", "fast"], "invalid choice"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_missing_cifar_root_is_one_clear_line(tmp_path, capsys):
+    code = cli.main(["train", "--profile", "smoke", "--dataset", "cifar10", "--tau", "30", "--seeds", "1",
+                     "--results-dir", str(tmp_path / "r"), "--data-root", str(tmp_path / "nodata"), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "download" in err and str(tmp_path / "nodata") in err
