@@ -38,7 +38,7 @@ CHAPTERS: tuple[str, ...] = (
 )
 
 PROFILES: tuple[str, ...] = ("smoke", "quick", "paper")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 #: Extra (non-chapter) files of the book, copied into the stage as they are.
 BOOK_SUFFIXES: tuple[str, ...] = (".md", ".bib", ".png", ".svg", ".jpg", ".css")
 #: Tag of the markdown cell that replaces papermill's injected-parameters cell.
@@ -432,6 +432,7 @@ class RunOptions:
     html: bool = True
     strict: bool = False
     force: bool = False
+    threads: int | None = None
 
 
 def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[ChapterResult]:
@@ -462,8 +463,11 @@ def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[Chapt
     upstream: list[str] = []
     results: list[ChapterResult] = []
     t_all = time.perf_counter()
-    saved_env = os.environ.get("LEAKLIB_FIGURES_DIR")
-    os.environ["LEAKLIB_FIGURES_DIR"] = str(figures_dir)  # inherited by the kernels
+    kernel_env = {"LEAKLIB_FIGURES_DIR": str(figures_dir)}  # inherited by the kernels
+    if opts.threads:
+        kernel_env.update(OMP_NUM_THREADS=str(opts.threads), MKL_NUM_THREADS=str(opts.threads))
+    saved_env = {k: os.environ.get(k) for k in kernel_env}
+    os.environ.update(kernel_env)
     try:
         for n, chapter in enumerate(CHAPTERS):
             source = root / "book" / f"{chapter}.ipynb"
@@ -502,10 +506,11 @@ def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[Chapt
             results.append(ChapterResult(chapter, "executed", seconds, figures))
             say(f"{prefix}: done in {seconds:.1f} s, {len(figures)} figure file(s)")
     finally:
-        if saved_env is None:
-            os.environ.pop("LEAKLIB_FIGURES_DIR", None)
-        else:
-            os.environ["LEAKLIB_FIGURES_DIR"] = saved_env
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     say(f"[book] chapters: {time.perf_counter() - t_all:.1f} s; figures in {figures_dir}")
     problems = check_figures(figures_dir)
     for p in problems:
@@ -535,9 +540,24 @@ runs in --results-dir are reused by the chapters themselves.
 """
 
 
+def _device(text: str) -> str:
+    if not DEVICE.match(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu or cuda[:N], got {text!r}")
+    return text
+
+
+def _threads(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=PROFILES, default="quick", help="experiment size (default: quick)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="torch device (default: auto)")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto | cpu | cuda[:N] (default: auto = cuda if torch sees a GPU, else cpu)")
+    p.add_argument("--threads", type=_threads, default=None,
+                   help="CPU threads per chapter kernel (OMP_NUM_THREADS; default: torch's choice)")
     p.add_argument("--chapters", nargs="+", metavar="CHAPTER",
                    help="only these chapters, e.g. 01 03_robustness (default: every existing chapter)")
     p.add_argument("--results-dir", type=Path, help="training runs and measurements (default: results/)")
@@ -557,7 +577,7 @@ def _run_command(args: argparse.Namespace) -> int:
     opts = RunOptions(root=args.root, profile=args.profile, device=args.device, chapters=args.chapters,
                       results_dir=args.results_dir, figures_dir=args.figures_dir,
                       build_dir=args.build_dir, kernel=args.kernel, html=args.html,
-                      strict=args.strict, force=args.force)
+                      strict=args.strict, force=args.force, threads=args.threads)
     t0 = time.perf_counter()
     try:
         run_book(opts)

@@ -288,6 +288,10 @@ def test_add_subparser_registers_run_and_build_with_gpu_help() -> None:
     assert (args.profile, args.device, args.html, args.func) == ("quick", "auto", True, book._run_command)
     args = parser.parse_args(["book", "run", "--profile", "paper", "--device", "cuda", "--chapters", "01", "03"])
     assert (args.profile, args.device, args.chapters) == ("paper", "cuda", ["01", "03"])
+    assert parser.parse_args(["book", "run", "--device", "cuda:1", "--threads", "2"]).threads == 2
+    for bad in (["--device", "gpu"], ["--threads", "0"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["book", "run", *bad])
     assert parser.parse_args(["book", "build"]).func is book._build_command
     run_parser = parser._subparsers._group_actions[0].choices["book"]._subparsers._group_actions[0].choices["run"]
     assert "leaklib book run --profile paper --device cuda" in run_parser.format_help()
