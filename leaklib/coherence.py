@@ -222,6 +222,12 @@ def lif_coherence_paper(omega: ArrayLike, mu: float, D: float, equation: int = 1
     return np.array(out).reshape(w.shape)
 
 
+def clear_cache() -> None:
+    """Forget cached LIF evaluations (for honest timing of a fresh curve)."""
+    _lif_point.cache_clear()
+    _lif_rate_mp.cache_clear()
+
+
 # ---------------------------------------------------------------------------------------------
 # IF (perfect integrator): derived in the chapter
 # ---------------------------------------------------------------------------------------------
@@ -350,7 +356,7 @@ def network_rate_per_step(tau_m: float, input_mean: float, input_std: float, v_t
 
 __all__ = [
     "BASE_DPS", "GUARD_DIGITS", "firing_rate", "lif_susceptibility", "lif_power_spectrum",
-    "lif_coherence", "lif_coherence_paper", "lif_digits_lost", "if_firing_rate",
+    "lif_coherence", "lif_coherence_paper", "lif_digits_lost", "clear_cache", "if_firing_rate",
     "if_isi_characteristic_function", "if_susceptibility", "if_power_spectrum", "if_coherence",
     "DiffusionParams", "network_to_diffusion", "normalized_to_omega_per_step", "network_coherence",
     "network_rate_per_step",

@@ -96,10 +96,11 @@ def test_result_does_not_depend_on_working_precision(monkeypatch):
     mu, D = 5.0, 0.5  # e^Delta = e^4.5, strong cancellation at small omega
     w = np.array([1e-3, 0.5, 20.0, 300.0])
     base = np.concatenate([coh.lif_coherence(w, mu, D), coh.lif_power_spectrum(w, mu, D)])
-    coh._lif_point.cache_clear()
+    coh.clear_cache()
+    assert coh._lif_point.cache_info().currsize == 0
     monkeypatch.setattr(coh, "BASE_DPS", 60)
     high = np.concatenate([coh.lif_coherence(w, mu, D), coh.lif_power_spectrum(w, mu, D)])
-    coh._lif_point.cache_clear()
+    coh.clear_cache()
     assert np.allclose(base, high, rtol=1e-13, atol=0)
     assert np.all(coh.lif_digits_lost(w, mu, D) < coh.BASE_DPS - coh.GUARD_DIGITS + 1e-9)
 
