@@ -1,0 +1,101 @@
+"""A profile's sweep (datasets x tau_m x seeds) as tidy tables, and cached per-run analyses.
+
+Chapters call these; every number they show comes from the run folders under ``results_dir``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+
+from .profiles import Profile, get_profile
+from .runs import atomic_write_json, config_hash, read_json
+from .train import RunConfig, load_run, train_run
+
+__all__ = [
+    "sweep_configs",
+    "ensure_sweep",
+    "history_table",
+    "metrics_table",
+    "summarize",
+    "cached",
+    "analysis_path",
+    "tau_sort_key",
+]
+
+
+def _profile(profile: Profile | str) -> Profile:
+    return get_profile(profile) if isinstance(profile, str) else profile
+
+
+def sweep_configs(profile: Profile | str, datasets: Iterable[str] | None = None) -> list[RunConfig]:
+    """All runs of a profile in a fixed order: dataset, then tau_m as the profile lists it, then seed."""
+    prof = _profile(profile)
+    return [RunConfig(prof, dataset, float(tau), int(seed))
+            for dataset in (datasets or prof.datasets) for tau in prof.taus for seed in prof.seeds]
+
+
+def ensure_sweep(profile: Profile | str, results_dir: str | os.PathLike[str] = "results", device: str = "auto",
+                 progress: bool = True, **kwargs: Any) -> list[RunConfig]:
+    """Train what is missing (resuming interrupted runs), reuse what is finished; return the configs."""
+    configs = sweep_configs(profile)
+    for config in configs:
+        train_run(config, results_dir=results_dir, device=device, progress=progress, **kwargs)
+    return configs
+
+
+def _keys(config: RunConfig) -> dict[str, Any]:
+    return {"dataset": config.dataset, "tau_m": config.tau_m, "seed": config.seed}
+
+
+def history_table(configs: Iterable[RunConfig], results_dir: str | os.PathLike[str] = "results") -> pd.DataFrame:
+    """One row per (run, epoch): dataset, tau_m, seed, epoch, train/test SSE and accuracy, spike rate, seconds."""
+    rows = []
+    for config in configs:
+        for record in load_run(config, results_dir)["history"]:
+            rows.append({**_keys(config), **{k: v for k, v in record.items() if not isinstance(v, list)}})
+    return pd.DataFrame(rows)
+
+
+def metrics_table(configs: Iterable[RunConfig], results_dir: str | os.PathLike[str] = "results") -> pd.DataFrame:
+    """One row per run with its final metrics (``metrics.json``)."""
+    return pd.DataFrame([{**_keys(c), **load_run(c, results_dir)["metrics"]} for c in configs])
+
+
+def summarize(table: pd.DataFrame, value: str, by: tuple[str, ...] = ("dataset", "tau_m")) -> pd.DataFrame:
+    """Mean, standard deviation (ddof=1; NaN for one seed) and count of ``value`` over seeds."""
+    if value not in table.columns:
+        raise KeyError(f"column {value!r} not in table (has {', '.join(table.columns)})")
+    grouped = table.groupby(list(by), sort=False)[value]
+    return grouped.agg(mean="mean", std="std", n="count").reset_index()
+
+
+def analysis_path(config: RunConfig, results_dir: str | os.PathLike[str], name: str) -> Path:
+    """``<run folder>/analysis/<name>.json``: where a run's cached analysis lives."""
+    return Path(load_run(config, results_dir)["folder"]) / "analysis" / f"{name}.json"
+
+
+def cached(path: str | os.PathLike[str], settings: dict[str, Any], compute: Callable[[], Any]) -> Any:
+    """Return the value stored at ``path`` for exactly these ``settings``, else compute, store atomically, return.
+
+    The key is the hash of ``settings`` (which should include the run's config hash), so a changed
+    analysis setting or a retrained run recomputes instead of reusing a stale number.
+    """
+    key = config_hash(settings)
+    path = Path(path)
+    if path.exists():
+        stored = read_json(path)
+        if stored.get("key") == key:
+            return stored["value"]
+    value = compute()
+    atomic_write_json(path, {"key": key, "settings": settings, "value": value})
+    return value
+
+
+def tau_sort_key(tau_m: float) -> float:
+    """Order taus as the paper's figures do: IF (inf) first, then decreasing tau_m (more leak last)."""
+    return -math.inf if math.isinf(tau_m) else -tau_m

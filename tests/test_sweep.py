@@ -1,0 +1,59 @@
+"""Sweep tables and the per-run analysis cache."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+
+from leaklib.profiles import get_profile
+from leaklib.runs import read_json
+from leaklib.sweep import cached, ensure_sweep, history_table, metrics_table, summarize, sweep_configs, tau_sort_key
+
+TINY = replace(get_profile("smoke"), epochs=1, taus=(30.0, math.inf), seeds=(1, 2), train_subset=60, test_subset=20)
+
+
+def test_sweep_configs_cover_the_grid_in_order():
+    configs = sweep_configs(TINY)
+    assert [(c.dataset, c.tau_m, c.seed) for c in configs] == [
+        ("digits", 30.0, 1), ("digits", 30.0, 2), ("digits", math.inf, 1), ("digits", math.inf, 2)]
+
+
+def test_tables_read_what_the_runs_wrote(tmp_path):
+    configs = ensure_sweep(TINY, results_dir=tmp_path, device="cpu", progress=False, log=lambda s: None)
+    history = history_table(configs, tmp_path)
+    metrics = metrics_table(configs, tmp_path)
+    assert len(history) == len(configs) * TINY.epochs and len(metrics) == len(configs)
+    assert set(history.columns) >= {"dataset", "tau_m", "seed", "epoch", "test_acc", "train_sse", "test_sse"}
+    for config, row in zip(configs, metrics.itertuples()):
+        folder = tmp_path / "smoke" / "digits" / f"tau-{'inf' if math.isinf(config.tau_m) else '30'}" / f"seed-{config.seed}"
+        assert row.test_acc == read_json(folder / "metrics.json")["test_acc"]
+
+
+def test_summarize_mean_and_sample_std_by_hand():
+    table = pd.DataFrame({"dataset": ["d"] * 3 + ["e"], "tau_m": [30.0] * 3 + [math.inf], "x": [1.0, 2.0, 6.0, 5.0]})
+    out = summarize(table, "x")
+    first = out.iloc[0]
+    assert first["mean"] == 3.0 and first["std"] == pytest.approx(math.sqrt(((1 - 3) ** 2 + 1 + 9) / 2))
+    assert first["n"] == 3 and math.isnan(out.iloc[1]["std"]) and out.iloc[1]["n"] == 1
+    with pytest.raises(KeyError, match="not in table"):
+        summarize(table, "y")
+
+
+def test_cached_computes_once_per_settings(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": len(calls)}
+
+    path = tmp_path / "a" / "x.json"
+    assert cached(path, {"k": 1}, compute) == {"value": 1}
+    assert cached(path, {"k": 1}, compute) == {"value": 1} and len(calls) == 1
+    assert cached(path, {"k": 2}, compute) == {"value": 2} and len(calls) == 2
+
+
+def test_tau_order_is_if_first_then_more_leak():
+    assert sorted([30.0, math.inf, 100.0], key=tau_sort_key) == [math.inf, 100.0, 30.0]
