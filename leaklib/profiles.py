@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from .models import ARCHITECTURES
+from .models import ARCHITECTURES, INIT_GAIN
 
 __all__ = ["Profile", "PROFILES", "DEFAULT_PROFILE", "get_profile", "parse_tau", "format_tau"]
 
@@ -30,6 +30,7 @@ class Profile:
     dropout: float
     v_th: float = 1.0
     eps: float = 0.0                    # leak correction of the Eq. 5 surrogate (see the training chapter)
+    init_gain: float = INIT_GAIN        # weights ~ N(0, init_gain^2 / fan_in) (leaklib.models.INIT_GAIN)
     sse_window: float = 20 / 150        # Table 1 averages the SSE over the last 20 of 150 epochs
     train_subset: int | None = None     # stratified subset sizes (smoke); None = the whole split
     test_subset: int | None = None

@@ -71,7 +71,7 @@ class RunConfig:
             "spec": self.spec, "num_steps": p.num_steps, "epochs": p.epochs, "batch_size": p.batch_size,
             "lr": p.lr, "momentum": p.momentum, "weight_decay": p.weight_decay,
             "milestones": p.milestone_epochs(), "lr_gamma": p.lr_gamma, "dropout": p.dropout, "v_th": p.v_th,
-            "eps": p.eps, "train_subset": p.train_subset, "test_subset": p.test_subset,
+            "eps": p.eps, "init_gain": p.init_gain, "train_subset": p.train_subset, "test_subset": p.test_subset,
             "augment": self.dataset in AUGMENTED, "loss": "0.5*sum_c(u_L[T]/T - onehot)^2, batch mean (Eq. 5)",
         }
 
@@ -154,7 +154,8 @@ def train_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results"
     train_data = _load_split(config, "train", data_root, download)
     test_data = _load_split(config, "test", data_root, download)
     torch.manual_seed(config.seed)
-    model = SNN(config.spec, config.tau_m, v_th=profile.v_th, eps=profile.eps, dropout=profile.dropout).to(dev)
+    model = SNN(config.spec, config.tau_m, v_th=profile.v_th, eps=profile.eps, dropout=profile.dropout,
+                init_gain=profile.init_gain).to(dev)
     optimizer = torch.optim.SGD(model.parameters(), lr=profile.lr, momentum=profile.momentum,
                                 weight_decay=profile.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, profile.milestone_epochs(), profile.lr_gamma)
@@ -285,7 +286,8 @@ def load_model(config: RunConfig, results_dir: str | os.PathLike[str] = "results
     run = load_run(config, results_dir)
     dev = resolve_device(device) if isinstance(device, str) else device
     profile = config.profile
-    model = SNN(config.spec, config.tau_m, v_th=profile.v_th, eps=profile.eps, dropout=profile.dropout)
+    model = SNN(config.spec, config.tau_m, v_th=profile.v_th, eps=profile.eps, dropout=profile.dropout,
+                init_gain=profile.init_gain)
     state = torch.load(Path(run["folder"]) / "checkpoint.pt", map_location=dev, weights_only=False)
     model.load_state_dict(state["model"])
     return model.to(dev).eval()

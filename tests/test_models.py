@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from leaklib.models import ARCHITECTURES, Block, LayerSpec, SNN, build_snn, parse_spec
+from leaklib.models import ARCHITECTURES, INIT_GAIN, Block, LayerSpec, SNN, build_snn, parse_spec
 
 CIFAR = "32x32x3-64C3-64C3-2P-128C3-128C3-2P-256C3-256C3-256C3-2P-1024FC-10o"
 SVHN = "32x32x3-64C3-64C3-2P-256C3-256C3-256C3-2P-1024FC-10o"
@@ -133,13 +133,13 @@ def test_cifar10_hidden_shapes(cifar_net):
     assert cifar_net.num_classes == 10 and cifar_net.input_shape == (3, 32, 32)
 
 
-def test_weights_normal_with_variance_one_over_fan_in(cifar_net):
+def test_weights_normal_with_variance_gain_squared_over_fan_in(cifar_net):
     # fan_in = k*k*cin for conv, in_features for fc; relative std error of a std estimate is 1/sqrt(2n)
     checks = {5: 9 * 256, 6: 9 * 256, 7: 4096, 1: 9 * 64}
     for index, fan_in in checks.items():
         w = cifar_net.blocks[index].linear.weight.detach()
         assert w[0].numel() == fan_in
-        target = 1 / math.sqrt(fan_in)
+        target = INIT_GAIN / math.sqrt(fan_in)
         assert abs(w.std().item() / target - 1) < 0.02, index
         assert abs(w.mean().item()) < 5 * target / math.sqrt(w.numel())
         # normal, not uniform: the excess kurtosis of a normal is 0 (uniform: -1.2)
@@ -365,3 +365,25 @@ def test_synapse_map_pool_then_conv_by_hand():
     out = block.synapse_map(x)
     assert out.shape == (1, 3, 2, 2)
     assert out.sum().item() == 3 * 4
+@pytest.mark.parametrize("dataset, batch, num_steps", [("digits", 4, 8), ("cifar10", 2, 8)])
+@pytest.mark.parametrize("tau", [30.0, 100.0, math.inf])
+def test_fresh_net_spikes_in_every_hidden_layer(dataset, batch, num_steps, tau):
+    # issue: "initialisation that makes deep IF and LIF nets spike from the first batch"
+    torch.manual_seed(0)
+    net = SNN(ARCHITECTURES[dataset], tau)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand((batch,) + net.input_shape, generator=gen) * 2 - 1
+    spikes = torch.sign(x) * (torch.rand((num_steps, batch) + net.input_shape, generator=gen) < x.abs()).float()
+    with torch.no_grad():
+        _, rec = net(spikes, record=True)
+    per_layer = [int(c.sum()) for c in rec.spike_counts]
+    assert all(n > 0 for n in per_layer), per_layer
+
+
+def test_spec_with_only_an_output_layer():
+    # a linear read-out without hidden layers: either supported or a ValueError, never IndexError
+    try:
+        shape, layers = parse_spec("8x8x1-10o")
+    except ValueError:
+        return
+    assert shape == (1, 8, 8) and [l.kind for l in layers] == ["output"]
