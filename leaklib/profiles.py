@@ -55,7 +55,7 @@ PROFILES: dict[str, Profile] = {
         datasets=("digits",), taus=(30.0, 100.0, math.inf), seeds=(1,),
         num_steps=8, epochs=2, batch_size=32, lr=0.1, momentum=0.9, weight_decay=5e-4,
         milestones=(70 / 150, 100 / 150), lr_gamma=0.2, dropout=0.0,
-        train_subset=160, test_subset=60, eval_batch_size=64, analysis_images=40,
+        train_subset=160, test_subset=60, eval_batch_size=64, analysis_images=40, init_gain=1.0,
         architectures={**ARCHITECTURES, "digits": "8x8x1-8C3-2P-16C3-2P-32FC-10o"},
     ),
     "quick": Profile(
@@ -64,8 +64,7 @@ PROFILES: dict[str, Profile] = {
         datasets=("digits",), taus=(30.0, 100.0, math.inf), seeds=(1, 2, 3),
         num_steps=25, epochs=12, batch_size=32, lr=0.1, momentum=0.9, weight_decay=5e-4,
         milestones=(70 / 150, 100 / 150), lr_gamma=0.2, dropout=0.0,
-        eval_batch_size=360, analysis_images=None,
-        architectures={**ARCHITECTURES, "digits": "8x8x1-16C3-2P-32C3-2P-128FC-10o"},
+        eval_batch_size=360, analysis_images=None, init_gain=1.0,
     ),
     "paper": Profile(
         name="paper",
