@@ -1,0 +1,251 @@
+"""One function per paper figure of Sec. 4 (Fig. 3-6), drawn from tidy tables; each returns a Figure.
+
+Colours and labels come from :mod:`leaklib.plotting` (IF green, tau_m = 100 red, tau_m = 30 blue);
+the chapters save the figures with :func:`leaklib.plotting.save_figure`. Tables may hold several
+seeds: lines show the mean over seeds and error bars the sample standard deviation (none for one
+seed). Accuracies are fractions in [0, 1] in the tables and percent on the axes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .plotting import plt, tau_color, tau_label
+
+__all__ = ["fig3_robustness", "fig4_spectrum", "fig5_critical_frequency", "fig5_sse", "fig6_enwsi"]
+
+_DATASET_NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "digits": "digits"}
+_NOISE_NAMES = {"gaussian": "Gaussian", "impulse": "impulse"}
+_PANEL = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _require(table: pd.DataFrame, columns: Sequence[str], figure: str) -> None:
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{figure} needs a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{figure}: table lacks column(s) {', '.join(missing)} "
+                         f"(has {', '.join(map(str, table.columns))})")
+    if table.empty:
+        raise ValueError(f"{figure}: table is empty")
+
+
+def _datasets(table: pd.DataFrame) -> list:
+    return list(dict.fromkeys(table["dataset"])) if "dataset" in table.columns else [None]
+
+
+def _subset(table: pd.DataFrame, dataset) -> pd.DataFrame:
+    return table if dataset is None else table[table["dataset"] == dataset]
+
+
+def _taus(table: pd.DataFrame) -> list[float]:
+    return sorted({float(t) for t in table["tau_m"]}, reverse=True)  # IF first, then more leak
+
+
+def _name(dataset) -> str:
+    return "" if dataset is None else _DATASET_NAMES.get(dataset, str(dataset))
+
+
+def _mean_std(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """Mean and sample std over seeds (rows sharing ``by``), NaN std for a single row."""
+    return table.groupby(by, sort=True)[value].agg(["mean", "std"]).reset_index()
+
+
+def fig3_robustness(table: pd.DataFrame) -> Figure:
+    """Fig. 3: accuracy vs noise severity; rows = scenario, columns = dataset x noise; one line per tau_m.
+
+    Columns: tau_m, scenario, noise, severity, accuracy (fraction); optional dataset, seed.
+    """
+    _require(table, ["tau_m", "scenario", "noise", "severity", "accuracy"], "fig3_robustness")
+    if ((table["accuracy"] < 0) | (table["accuracy"] > 1)).any():
+        raise ValueError("fig3_robustness: accuracy must be a fraction in [0, 1]")
+    datasets, scenarios = _datasets(table), sorted(set(table["scenario"]))
+    noises = list(dict.fromkeys(table["noise"]))
+    columns = [(d, n) for d in datasets for n in noises]
+    fig, axes = plt.subplots(len(scenarios), len(columns), figsize=(3.2 * len(columns), 2.8 * len(scenarios)),
+                             squeeze=False, sharey=True)
+    for i, scenario in enumerate(scenarios):
+        for j, (dataset, noise) in enumerate(columns):
+            ax = axes[i, j]
+            part = _subset(table, dataset)
+            part = part[(part["scenario"] == scenario) & (part["noise"] == noise)]
+            for tau in _taus(part):
+                stats = _mean_std(part[part["tau_m"] == tau], ["severity"], "accuracy")
+                ax.errorbar(stats["severity"], 100 * stats["mean"], yerr=100 * stats["std"].fillna(0.0),
+                            color=tau_color(tau), label=tau_label(tau), marker="o", markersize=3, capsize=2)
+            letter = _PANEL[(i * len(columns) + j) % len(_PANEL)]
+            title = ", ".join(x for x in (_name(dataset), _NOISE_NAMES.get(noise, noise)) if x)
+            ax.set_title(f"({letter}) {title}, scenario {scenario}", fontsize=9)
+            ax.set_xlabel("noise severity")
+            if j == 0:
+                ax.set_ylabel("accuracy (%)")
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fig4_spectrum(table: pd.DataFrame) -> Figure:
+    """Fig. 4: input spike-train spectra per condition as a distribution over normalised frequency, with fits.
+
+    Columns: condition (e.g. clean, noisy), frequency, power; optional dataset, image (per-image
+    spectra, e.g. :func:`leaklib.analysis.spectrum_frame`). Each image's spectrum (DC excluded) is
+    scaled to unit area; bars show the mean over images, the curve its Gaussian-kernel smoothing
+    (reflected at 0 and 1), the legend its power-weighted mean frequency and spread.
+    """
+    _require(table, ["condition", "frequency", "power"], "fig4_spectrum")
+    datasets = _datasets(table)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.2), squeeze=False)
+    conditions = list(dict.fromkeys(table["condition"]))
+    colors = dict(zip(conditions, ["0.3", "tab:orange", "tab:purple", "tab:brown", "tab:olive"] * 3))
+    for ax, dataset in zip(axes[0], datasets):
+        part = _subset(table, dataset)
+        part = part[part["frequency"] > 0]
+        for condition in conditions:
+            rows = part[part["condition"] == condition]
+            if rows.empty:
+                continue
+            index = [c for c in ("seed", "image") if c in rows.columns] or None
+            if index is None:
+                rows, index = rows.assign(image=0), ["image"]
+            per_image = rows.pivot_table(index=index, columns="frequency", values="power", aggfunc="mean")
+            freqs = per_image.columns.to_numpy(dtype=float)
+            step = float(np.min(np.diff(freqs))) if len(freqs) > 1 else 1.0
+            lower, upper = freqs - step / 2, np.minimum(freqs + step / 2, 1.0)  # the Nyquist bin is half as wide
+            power = per_image.to_numpy(dtype=float)
+            total = power.sum(1, keepdims=True)
+            mass = np.nanmean(np.where(total > 0, power / np.where(total > 0, total, 1.0), np.nan), axis=0)
+            mean = float(np.sum(mass * freqs))
+            std = float(np.sqrt(max(np.sum(mass * (freqs - mean) ** 2), 0.0)))
+            color = colors[condition]
+            ax.bar(lower, mass / (upper - lower), width=upper - lower, align="edge", alpha=0.35, color=color,
+                   label=f"{condition} (mean {mean:.3f}, sd {std:.3f})")
+            ax.plot(*_smooth_density((lower + upper) / 2, mass, lower[0], upper[-1], 2 * step), color=color)
+        ax.set_xlabel("normalised frequency (1 = Nyquist)")
+        ax.set_ylabel("power density")
+        ax.set_xlim(0, 1)
+        ax.set_title(_name(dataset) or "input spike trains", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _smooth_density(centres: np.ndarray, mass: np.ndarray, low: float, high: float,
+                    bandwidth: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian-kernel density of point masses at ``centres``, reflected at ``low`` and ``high`` (Fig. 4 curve)."""
+    grid = np.linspace(low, high, 201)
+    mass = np.nan_to_num(mass)
+    points = np.concatenate([centres, 2 * low - centres, 2 * high - centres])
+    weights = np.concatenate([mass, mass, mass])
+    kernel = np.exp(-0.5 * ((grid[:, None] - points[None, :]) / bandwidth) ** 2) / (bandwidth * math.sqrt(2 * math.pi))
+    return grid, kernel @ weights
+
+
+def _frequency_bins(values: np.ndarray) -> np.ndarray | int:
+    """Bin edges centred on the discrete grid of critical frequencies (multiples of 2/T), else 25 bins."""
+    grid = np.unique(values)
+    steps = np.diff(grid)
+    if len(grid) < 2 or steps.min() <= 0:
+        return 25
+    step = steps.min()
+    count = int(round((grid[-1] - grid[0]) / step)) + 1
+    if count > 200 or not np.allclose((grid - grid[0]) / step, np.round((grid - grid[0]) / step), atol=1e-6):
+        return 25
+    return grid[0] - step / 2 + step * np.arange(count + 1)
+
+
+def fig5_critical_frequency(table: pd.DataFrame) -> Figure:
+    """Fig. 5a-c: histograms of the target neuron's critical frequency per tau_m, clean vs noisy, means marked.
+
+    Columns: tau_m, condition (e.g. clean, noisy), critical_frequency (one row per image and seed);
+    optional dataset (one row of panels each). NaN values (constant currents) are left out and counted.
+    """
+    _require(table, ["tau_m", "condition", "critical_frequency"], "fig5_critical_frequency")
+    datasets, taus = _datasets(table), _taus(table)
+    conditions = list(dict.fromkeys(table["condition"]))
+    styles = dict(zip(conditions, ["-", "--", ":", "-."] * 3))
+    fig, axes = plt.subplots(len(datasets), len(taus), figsize=(3.3 * len(taus), 2.9 * len(datasets)),
+                             squeeze=False, sharex=True)
+    finite_all = table["critical_frequency"].to_numpy(dtype=float)
+    bins = _frequency_bins(finite_all[np.isfinite(finite_all)])
+    for i, dataset in enumerate(datasets):
+        for j, tau in enumerate(taus):
+            ax = axes[i, j]
+            part = _subset(table, dataset)
+            part = part[part["tau_m"] == tau]
+            for k, condition in enumerate(conditions):
+                values = part.loc[part["condition"] == condition, "critical_frequency"].to_numpy(dtype=float)
+                finite = values[np.isfinite(values)]
+                dropped = len(values) - len(finite)
+                note = f", {dropped} NaN left out" if dropped else ""
+                mean = float(finite.mean()) if len(finite) else math.nan
+                ax.hist(finite, bins=bins, alpha=0.45 if k else 0.6, color=tau_color(tau) if k == 0 else "0.5",
+                        label=f"{condition}: mean {mean:.3f}{note}")
+                ax.axvline(mean, color=tau_color(tau) if k == 0 else "0.3", linestyle=styles[condition])
+            letter = _PANEL[(i * len(taus) + j) % len(_PANEL)]
+            title = f"({letter}) {tau_label(tau)}"
+            ax.set_title(title + (f", {_name(dataset)}" if dataset is not None else ""), fontsize=9)
+            ax.set_xlabel("critical frequency (1 = Nyquist)")
+            if j == 0:
+                ax.set_ylabel("images")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fig5_sse(table: pd.DataFrame) -> Figure:
+    """Fig. 5d-e: test SSE against train SSE over training (log axes), one line per tau_m, per dataset.
+
+    Columns: tau_m, epoch, train_sse, test_sse; optional dataset, seed (averaged per epoch). The last
+    epoch is marked.
+    """
+    _require(table, ["tau_m", "epoch", "train_sse", "test_sse"], "fig5_sse")
+    datasets = _datasets(table)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.4), squeeze=False)
+    for j, (ax, dataset) in enumerate(zip(axes[0], datasets)):
+        part = _subset(table, dataset)
+        for tau in _taus(part):
+            curve = part[part["tau_m"] == tau].groupby("epoch", sort=True)[["train_sse", "test_sse"]].mean()
+            ax.plot(curve["train_sse"], curve["test_sse"], color=tau_color(tau), label=tau_label(tau),
+                    marker="o", markersize=4, markevery=[len(curve) - 1])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("train SSE")
+        ax.set_ylabel("test SSE")
+        ax.set_title(f"({_PANEL[3 + j] if j < 23 else '?'}) {_name(dataset)}".rstrip(), fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fig6_enwsi(table: pd.DataFrame) -> Figure:
+    """Fig. 6: ENWSI per hidden layer, grouped bars per tau_m, one panel per dataset.
+
+    Columns: tau_m, layer (1-based hidden-layer index), enwsi; optional dataset, seed (error bars).
+    """
+    _require(table, ["tau_m", "layer", "enwsi"], "fig6_enwsi")
+    datasets = _datasets(table)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.2), squeeze=False)
+    for j, (ax, dataset) in enumerate(zip(axes[0], datasets)):
+        part = _subset(table, dataset)
+        taus = _taus(part)
+        layers = sorted(set(part["layer"]))
+        width = 0.8 / len(taus)
+        for k, tau in enumerate(taus):
+            stats = _mean_std(part[part["tau_m"] == tau], ["layer"], "enwsi").set_index("layer").reindex(layers)
+            x = np.arange(len(layers)) + (k - (len(taus) - 1) / 2) * width
+            ax.bar(x, stats["mean"], width=width, yerr=stats["std"].fillna(0.0), color=tau_color(tau),
+                   label=tau_label(tau), capsize=2)
+        ax.set_xticks(np.arange(len(layers)), [str(layer) for layer in layers])
+        ax.set_xlabel("hidden layer")
+        ax.set_ylabel("ENWSI")
+        ax.set_title(f"({_PANEL[j % len(_PANEL)]}) {_name(dataset)}".rstrip(), fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
