@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 
 from .plotting import plt, tau_color, tau_label
 
-__all__ = ["fig3_robustness", "fig4_spectrum", "fig5_critical_frequency", "fig5_sse", "fig6_enwsi"]
+__all__ = ["fig3_robustness", "fig4_spectrum", "fig5_critical_frequency", "fig5_sse", "fig6_enwsi",
+           "fig_learning_curves"]
 
 _DATASET_NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "digits": "digits"}
 _NOISE_NAMES = {"gaussian": "Gaussian", "impulse": "impulse"}
@@ -247,5 +248,30 @@ def fig6_enwsi(table: pd.DataFrame) -> Figure:
         ax.set_ylabel("ENWSI")
         ax.set_title(f"({_PANEL[j % len(_PANEL)]}) {_name(dataset)}".rstrip(), fontsize=9)
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fig_learning_curves(table: pd.DataFrame) -> Figure:
+    """Training (Sec. 4.1): test accuracy and train/test SSE per epoch, mean over seeds with a +-std band."""
+    _require(table, ["dataset", "tau_m", "seed", "epoch", "test_acc", "train_sse", "test_sse"], "fig_learning_curves")
+    datasets = _datasets(table)
+    fig, axes = plt.subplots(len(datasets), 3, figsize=(12, 3.4 * len(datasets)), squeeze=False)
+    panels = [("test_acc", "clean test accuracy (%)", 100.0), ("train_sse", "train SSE", 1.0),
+              ("test_sse", "test SSE", 1.0)]
+    for row, dataset in zip(axes, datasets):
+        sub = _subset(table, dataset)
+        for ax, (column, label, scale) in zip(row, panels):
+            for tau in _taus(sub):
+                stats = _mean_std(sub[sub["tau_m"] == tau], ["epoch"], column)
+                mean, std = scale * stats["mean"].to_numpy(), scale * stats["std"].fillna(0).to_numpy()
+                ax.plot(stats["epoch"], mean, color=tau_color(tau), label=tau_label(tau))
+                ax.fill_between(stats["epoch"], mean - std, mean + std, color=tau_color(tau), alpha=0.2, lw=0)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+            ax.set_title(f"{_name(dataset)} {label}".strip())
+            if column != "test_acc":
+                ax.set_yscale("log")
+        row[0].legend(fontsize=8)
     fig.tight_layout()
     return fig

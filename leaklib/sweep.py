@@ -25,6 +25,10 @@ __all__ = [
     "cached",
     "analysis_path",
     "tau_sort_key",
+    "ANALYSIS_SEED",
+    "analysis_images",
+    "robustness_table",
+    "clean_table",
 ]
 
 
@@ -99,3 +103,71 @@ def cached(path: str | os.PathLike[str], settings: dict[str, Any], compute: Call
 def tau_sort_key(tau_m: float) -> float:
     """Order taus as the paper's figures do: IF (inf) first, then decreasing tau_m (more leak last)."""
     return -math.inf if math.isinf(tau_m) else -tau_m
+
+
+# ----------------------------------------------------------------------------------------------
+# per-run analyses of Sec. 4, cached in each run folder and shared by the chapters
+
+#: Seed of the encoding randomness of every analysis (fixed, so chapters agree with each other).
+ANALYSIS_SEED = 2020
+
+
+def analysis_images(config: RunConfig, data_root: str | os.PathLike[str] | None = None):
+    """The test images the analyses use: the run's test split, cut to ``profile.analysis_images``."""
+    from .data import load_dataset, stratified_subset
+
+    prof = config.profile
+    test = load_dataset(config.dataset, "test", root=data_root)
+    size = min(n for n in (prof.test_subset, prof.analysis_images, len(test)) if n is not None)
+    return stratified_subset(test, size, seed=0) if size < len(test) else test
+
+
+def _run_settings(config: RunConfig, results_dir: str | os.PathLike[str], what: str, **extra: Any) -> dict:
+    return {"what": what, "run": load_run(config, results_dir)["metrics"]["config_hash"], "seed": ANALYSIS_SEED,
+            "images": config.profile.analysis_images, **extra}
+
+
+def robustness_table(configs: Iterable[RunConfig], results_dir: str | os.PathLike[str] = "results",
+                     device: str = "auto", data_root: str | os.PathLike[str] | None = None,
+                     progress: bool = True) -> pd.DataFrame:
+    """Fig. 3's data: accuracy per (dataset, tau_m, seed, scenario, noise, severity), cached per run."""
+    from .analysis import evaluate
+    from .train import load_model
+
+    frames = []
+    for config in configs:
+        def compute(config: RunConfig = config) -> list[dict]:
+            test = analysis_images(config, data_root)
+            model = load_model(config, results_dir, device)
+            return evaluate(model, test.images, test.labels, num_steps=config.profile.num_steps,
+                            batch_size=config.profile.eval_batch_size, seed=ANALYSIS_SEED,
+                            progress=progress).to_dict("records")
+
+        rows = cached(analysis_path(config, results_dir, "robustness"),
+                      _run_settings(config, results_dir, "robustness"), compute)
+        frames.append(pd.DataFrame(rows).assign(**_keys(config)))
+    columns = ["dataset", "tau_m", "seed", "scenario", "noise", "severity", "level", "accuracy", "n"]
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def clean_table(configs: Iterable[RunConfig], results_dir: str | os.PathLike[str] = "results",
+                device: str = "auto", data_root: str | os.PathLike[str] | None = None,
+                progress: bool = True) -> pd.DataFrame:
+    """Table 1 / Fig. 5a-c / Fig. 6 measurements (analysis.measure_clean), one row per run, cached per run."""
+    from .analysis import measure_clean
+    from .train import load_model
+
+    rows = []
+    for config in configs:
+        def compute(config: RunConfig = config) -> dict:
+            test = analysis_images(config, data_root)
+            model = load_model(config, results_dir, device)
+            return measure_clean(model, test.images, test.labels, num_steps=config.profile.num_steps,
+                                 batch_size=config.profile.eval_batch_size, seed=ANALYSIS_SEED, progress=progress)
+
+        value = cached(analysis_path(config, results_dir, "clean"), _run_settings(config, results_dir, "clean"),
+                       compute)
+        for key in ("critical_frequency", "critical_frequency_noisy"):
+            value[key] = [float(v) for v in value[key]]  # NaN is stored as the string 'nan'
+        rows.append({**_keys(config), **value})
+    return pd.DataFrame(rows)

@@ -57,3 +57,37 @@ def test_cached_computes_once_per_settings(tmp_path):
 
 def test_tau_order_is_if_first_then_more_leak():
     assert sorted([30.0, math.inf, 100.0], key=tau_sort_key) == [math.inf, 100.0, 30.0]
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    results = tmp_path_factory.mktemp("sweep")
+    profile = replace(TINY, analysis_images=12, seeds=(1,))
+    return profile, ensure_sweep(profile, results_dir=results, device="cpu", progress=False, log=lambda s: None), results
+
+
+def test_robustness_and_clean_tables_agree_and_are_cached(tiny_sweep):
+    from leaklib.sweep import analysis_path, clean_table, robustness_table
+
+    profile, configs, results = tiny_sweep
+    robust = robustness_table(configs, results, device="cpu", progress=False)
+    assert len(robust) == len(configs) * 2 * 2 * 9 and set(robust.tau_m) == {30.0, math.inf}
+    clean = clean_table(configs, results, device="cpu", progress=False)
+    for row in clean.itertuples():
+        zero = robust[(robust.tau_m == row.tau_m) & (robust.severity == 0)].accuracy.unique()
+        assert list(zero) == [row.accuracy]  # the clean pass and severity 0 encode identically
+        assert row.n == 12 and len(row.critical_frequency) == 12
+    stamp = analysis_path(configs[0], results, "robustness").stat().st_mtime_ns
+    again = robustness_table(configs, results, device="cpu", progress=False)
+    assert analysis_path(configs[0], results, "robustness").stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(robust, again)
+
+
+def test_learning_curve_figure_has_three_panels_per_dataset_and_a_line_per_tau(tiny_sweep):
+    from leaklib.figures import fig_learning_curves
+
+    profile, configs, results = tiny_sweep
+    fig = fig_learning_curves(history_table(configs, results))
+    assert len(fig.axes) == 3 and all(len(ax.lines) == len(profile.taus) for ax in fig.axes)
+    with pytest.raises(ValueError, match="lacks column"):
+        fig_learning_curves(history_table(configs, results).drop(columns="test_sse"))
