@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .encoding import noise_level, noisy_spikes, normalize_images, poisson_spikes
 from .models import SNN, Record

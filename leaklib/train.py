@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import ImageDataset, augment_batch, load_dataset, stratified_subset
 from .encoding import normalize_images, poisson_spikes
