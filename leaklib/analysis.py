@@ -431,3 +431,107 @@ def verdict(values_by_tau: Mapping[float, Sequence[float]],
     if unresolved:
         return "inconclusive", f"seed spreads overlap ({'; '.join(unresolved)}): {summary}"
     return "reproduced", f"every pair separated in the claimed direction: {summary}"
+
+
+# ----------------------------------------------------------------------------------------------
+# chapter tables: robustness per condition (Sec. 4.2, Fig. 3), input spectra and critical
+# frequencies in long form (Sec. 4.3, Fig. 4, Fig. 5a-c)
+
+__all__ += ["robustness_summary", "values_by_tau", "input_spectra", "critical_frequency_frame"]
+
+_RUN_KEYS = ("dataset", "tau_m", "seed")
+
+
+def robustness_summary(table: pd.DataFrame, noisy_severities: Iterable[int] = range(1, 9)) -> pd.DataFrame:
+    """Fig. 3 condensed (Sec. 4.2): one row per run x scenario x noise.
+
+    ``table``: :func:`evaluate` rows (e.g. :func:`leaklib.sweep.robustness_table`) with scenario,
+    noise, severity, accuracy and key columns (whichever of dataset, tau_m, seed exist). Columns:
+    ``clean`` (severity 0), ``mean_noisy`` (mean over ``noisy_severities``), ``worst_severity`` (the
+    highest of them), ``at_worst`` (accuracy there) and ``drop = clean - at_worst``. Every group
+    must hold severity 0 and every noisy severity exactly once.
+    """
+    noisy = sorted({int(s) for s in noisy_severities})
+    if not noisy or noisy[0] < 1:
+        raise ValueError(f"noisy_severities must be non-empty and >= 1, got {noisy}")
+    missing = [c for c in ("scenario", "noise", "severity", "accuracy") if c not in table.columns]
+    if missing:
+        raise KeyError(f"robustness table lacks {', '.join(missing)}")
+    keys = [c for c in _RUN_KEYS if c in table.columns] + ["scenario", "noise"]
+    rows = []
+    for key, group in table.groupby(keys, sort=False):
+        by_severity = group.set_index("severity")["accuracy"]
+        if by_severity.index.duplicated().any():
+            raise ValueError(f"duplicate severities in group {key}")
+        absent = [s for s in [0] + noisy if s not in by_severity.index]
+        if absent:
+            raise ValueError(f"group {key} lacks severities {absent}")
+        clean, worst = float(by_severity[0]), float(by_severity[noisy[-1]])
+        rows.append({**dict(zip(keys, key)), "clean": clean,
+                     "mean_noisy": float(by_severity[noisy].mean()), "worst_severity": noisy[-1],
+                     "at_worst": worst, "drop": clean - worst})
+    return pd.DataFrame(rows, columns=keys + ["clean", "mean_noisy", "worst_severity", "at_worst", "drop"])
+
+
+def values_by_tau(table: pd.DataFrame, value: str, **where: Any) -> dict[float, list[float]]:
+    """``{tau_m: [value per row]}`` over the rows whose columns equal ``where`` (the input of :func:`verdict`)."""
+    if value not in table.columns or "tau_m" not in table.columns:
+        raise KeyError(f"table needs columns tau_m and {value!r}")
+    mask = pd.Series(True, index=table.index)
+    for column, wanted in where.items():
+        if column not in table.columns:
+            raise KeyError(f"no column {column!r} to filter on")
+        mask &= table[column] == wanted
+    rows = table[mask]
+    if rows.empty:
+        raise ValueError(f"no rows match {where}")
+    return {float(tau): [float(v) for v in part[value]] for tau, part in rows.groupby("tau_m", sort=False)}
+
+
+@torch.no_grad()
+def input_spectra(images: torch.Tensor, *, num_steps: int, conditions: Mapping[str, tuple[int, str, int]],
+                  seed: int = 0, batch_size: int = 256,
+                  device: str | torch.device | None = None) -> pd.DataFrame:
+    """Fig. 4's data (Sec. 4.3): per-image spectra of the input spike trains under each condition.
+
+    ``images`` raw [0, 1] ``[N, C, H, W]``, normalised and coded as in :func:`evaluate`;
+    ``conditions`` maps a name to ``(scenario, noise, severity)`` (severity 0 = clean coding). Each
+    condition starts its own generator from ``seed``. Returns :func:`spectrum_frame` rows (image,
+    frequency, power) with a ``condition`` column, conditions in the given order.
+    """
+    if not conditions:
+        raise ValueError("conditions must not be empty")
+    dev = torch.device(device) if device is not None else images.device
+    labels = torch.zeros(len(images), dtype=torch.long)
+    frames = []
+    for name, (scenario, noise, severity) in conditions.items():
+        generator = torch.Generator(device=dev).manual_seed(seed)
+        powers, freqs = [], None
+        for x, _ in _batches(images, labels, batch_size, dev):
+            freqs, power = spike_train_spectrum(noisy_spikes(x, scenario, noise, severity, generator, num_steps))
+            powers.append(power.cpu())
+        assert freqs is not None
+        frames.append(spectrum_frame(freqs.cpu(), torch.cat(powers), condition=name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def critical_frequency_frame(table: pd.DataFrame,
+                             columns: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Fig. 5a-c's data in long form (Sec. 4.3): one row per run x condition x image, NaN kept.
+
+    ``table``: :func:`leaklib.sweep.clean_table` rows, whose per-image lists live in the columns
+    ``columns`` maps to condition names (default: critical_frequency -> clean,
+    critical_frequency_noisy -> noisy). Columns: the run keys present, condition, image, critical_frequency.
+    """
+    columns = dict(columns or {"critical_frequency": "clean", "critical_frequency_noisy": "noisy"})
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise KeyError(f"table lacks {', '.join(missing)}")
+    keys = [c for c in _RUN_KEYS if c in table.columns]
+    rows = []
+    for _, run in table.iterrows():
+        for column, condition in columns.items():
+            for image, value in enumerate(run[column]):
+                rows.append({**{k: run[k] for k in keys}, "condition": condition, "image": image,
+                             "critical_frequency": float(value)})
+    return pd.DataFrame(rows, columns=keys + ["condition", "image", "critical_frequency"])

@@ -275,3 +275,37 @@ def fig_learning_curves(table: pd.DataFrame) -> Figure:
         row[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Algorithm 1 illustrated (Sec. 3): spike-input maps of one image under each noise condition
+
+__all__ += ["fig_spike_input_maps"]
+
+
+def fig_spike_input_maps(maps, columns: int | None = None) -> Figure:
+    """One image's spike-inputs summed over time, one panel per condition (Sec. 3, Algorithm 1).
+
+    ``maps``: ``{title: 2-D array [H, W]}`` (e.g. ``noisy_spikes(...).sum(0)`` of a grey image). All
+    panels share one symmetric diverging colour scale (signed spikes) and one colour bar.
+    """
+    if not maps:
+        raise ValueError("fig_spike_input_maps needs at least one map")
+    arrays = {str(k): np.asarray(v, dtype=float) for k, v in maps.items()}
+    bad = [k for k, a in arrays.items() if a.ndim != 2]
+    if bad:
+        raise ValueError(f"fig_spike_input_maps: maps must be 2-D [H, W]; not: {', '.join(bad)}")
+    columns = min(len(arrays), columns or len(arrays))
+    rows = math.ceil(len(arrays) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns + 0.6, 2.2 * rows), squeeze=False)
+    limit = max(float(np.nanmax(np.abs(a))) for a in arrays.values()) or 1.0
+    image = None
+    for ax, (title, array) in zip(axes.flat, arrays.items()):
+        image = ax.imshow(array, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(arrays):]:
+        ax.set_visible(False)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="spike-input summed over T")
+    return fig

@@ -269,3 +269,90 @@ def test_verdict_similar_needs_a_tolerance():
         verdict(data, "similar")
     with pytest.raises(ValueError):
         verdict(data, "bigger")
+
+
+# ---------------------------------------------------------------------------------------------- chapter tables
+
+from leaklib.analysis import (  # noqa: E402
+    critical_frequency_frame,
+    input_spectra,
+    robustness_summary,
+    values_by_tau,
+)
+
+
+def _robustness_rows(tau: float, seed: int, accuracies: list[float]) -> list[dict]:
+    return [{"dataset": "d", "tau_m": tau, "seed": seed, "scenario": 1, "noise": "gaussian", "severity": s,
+             "accuracy": a} for s, a in enumerate(accuracies)]
+
+
+def test_robustness_summary_clean_mean_worst_and_drop_by_hand():
+    table = pd.DataFrame(_robustness_rows(30.0, 1, [0.9, 0.8, 0.6]) + _robustness_rows(math.inf, 1, [1.0, 0.5, 0.1]))
+    summary = robustness_summary(table.sample(frac=1.0, random_state=0), noisy_severities=[1, 2]).set_index("tau_m")
+    assert summary.loc[30.0, "clean"] == pytest.approx(0.9)
+    assert summary.loc[30.0, "mean_noisy"] == pytest.approx(0.7)
+    assert summary.loc[30.0, "at_worst"] == pytest.approx(0.6)
+    assert summary.loc[30.0, "drop"] == pytest.approx(0.3)
+    assert summary.loc[math.inf, "mean_noisy"] == pytest.approx(0.3)
+    assert summary.loc[math.inf, "drop"] == pytest.approx(0.9)
+    assert (summary["worst_severity"] == 2).all()
+    with pytest.raises(ValueError, match="lacks severities"):
+        robustness_summary(table, noisy_severities=[1, 2, 3])
+    with pytest.raises(ValueError, match="lacks severities"):
+        robustness_summary(table[table.severity > 0], noisy_severities=[1, 2])
+
+
+def test_values_by_tau_filters_rows_and_feeds_verdict():
+    table = pd.DataFrame({"tau_m": [30.0, 30.0, math.inf, math.inf, 30.0],
+                          "scenario": [1, 1, 1, 1, 2], "x": [0.9, 0.8, 0.5, 0.4, 0.0]})
+    values = values_by_tau(table, "x", scenario=1)
+    assert values == {30.0: [0.9, 0.8], math.inf: [0.5, 0.4]}
+    assert verdict(values, "lif_above_if")[0] == "reproduced"
+    with pytest.raises(ValueError, match="no rows"):
+        values_by_tau(table, "x", scenario=3)
+    with pytest.raises(KeyError):
+        values_by_tau(table, "missing")
+
+
+def test_input_spectra_clean_is_white_and_scenario2_gaussian_adds_sigma_squared():
+    torch.manual_seed(0)
+    images = torch.rand(40, 1, 8, 8)
+    num_steps, sigma = 40, 0.5  # Gaussian severity 5 of the severity table
+    frame = input_spectra(images, num_steps=num_steps, seed=3, batch_size=16, conditions={
+        "clean": (1, "gaussian", 0), "again": (2, "impulse", 0), "noisy": (2, "gaussian", 5)})
+    assert list(dict.fromkeys(frame.condition)) == ["clean", "again", "noisy"]
+    assert len(frame) == 3 * 40 * (num_steps // 2 + 1)
+    clean, again, noisy = (frame[frame.condition == c] for c in ("clean", "again", "noisy"))
+    np.testing.assert_array_equal(clean.power.to_numpy(), again.power.to_numpy())  # same generator seed
+    # Parseval: a train's powers sum to its variance (ddof=0); scenario 2 adds independent noise of
+    # variance sigma^2 to the same spikes, i.e. sigma^2 (T-1)/T of sample variance on average.
+    added = noisy.groupby("image").power.sum().mean() - clean.groupby("image").power.sum().mean()
+    assert added == pytest.approx(sigma**2 * (num_steps - 1) / num_steps, rel=0.03)
+    # fresh randomness each step: the clean spectrum is flat, so its centre is that of the grid's weights
+    freqs = clean.frequency.unique()
+    weights = np.where((freqs > 0) & (freqs < 1), 2.0, np.where(freqs == 1, 1.0, 0.0))  # single-sided, T even
+    flat_centre = float((weights * freqs).sum() / weights.sum())
+    mean_power = torch.tensor(clean.groupby("frequency").power.mean().to_numpy())
+    centre, _ = spectrum_moments(torch.tensor(freqs), mean_power)
+    assert centre.item() == pytest.approx(flat_centre, abs=0.01)
+    with pytest.raises(ValueError):
+        input_spectra(images, num_steps=4, conditions={})
+
+
+def test_critical_frequency_frame_one_row_per_image_nan_kept():
+    table = pd.DataFrame([
+        {"dataset": "d", "tau_m": 30.0, "seed": 1, "critical_frequency": [0.1, math.nan],
+         "critical_frequency_noisy": [0.2, 0.3]},
+        {"dataset": "d", "tau_m": math.inf, "seed": 2, "critical_frequency": [0.4, 0.5],
+         "critical_frequency_noisy": [0.6, 0.7]},
+    ])
+    frame = critical_frequency_frame(table)
+    assert len(frame) == 8
+    assert list(frame.columns) == ["dataset", "tau_m", "seed", "condition", "image", "critical_frequency"]
+    row = frame[(frame.tau_m == 30.0) & (frame.condition == "clean")]
+    assert row.image.tolist() == [0, 1] and row.critical_frequency.iloc[0] == 0.1
+    assert math.isnan(row.critical_frequency.iloc[1])
+    noisy = frame[(frame.tau_m == math.inf) & (frame.condition == "noisy")]
+    assert noisy.critical_frequency.tolist() == [0.6, 0.7] and (noisy.seed == 2).all()
+    with pytest.raises(KeyError):
+        critical_frequency_frame(table.drop(columns="critical_frequency_noisy"))

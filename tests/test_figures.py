@@ -108,3 +108,24 @@ def test_fig6_grouped_bars_per_layer():
     assert [p.get_height() for p in bars[2]] == pytest.approx([2 * layer + 1.5 for layer in range(1, 5)])  # tau 30
     with pytest.raises(ValueError, match="layer"):
         fig6_enwsi(pd.DataFrame(rows).drop(columns="layer"))
+
+
+# ---------------------------------------------------------------------------------------------- Algorithm 1 maps
+
+from leaklib.figures import fig_spike_input_maps  # noqa: E402
+
+
+def test_fig_spike_input_maps_panels_share_a_symmetric_scale():
+    maps = {"clean": np.array([[0.0, 3.0], [-1.0, 2.0]]), "noisy": np.array([[-5.0, 1.0], [0.0, 0.0]]),
+            "other": np.zeros((2, 2))}
+    fig = fig_spike_input_maps(maps, columns=2)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.images]
+    assert [ax.get_title() for ax in panels] == ["clean", "noisy", "other"]
+    assert all(ax.images[0].get_clim() == (-5.0, 5.0) for ax in panels)
+    np.testing.assert_array_equal(panels[1].images[0].get_array(), maps["noisy"])
+    assert sum(1 for ax in fig.axes if not ax.get_visible()) == 1  # the empty fourth slot
+    plt.close(fig)
+    with pytest.raises(ValueError, match="2-D"):
+        fig_spike_input_maps({"bad": np.zeros((1, 2, 2))})
+    with pytest.raises(ValueError):
+        fig_spike_input_maps({})
