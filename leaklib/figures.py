@@ -309,3 +309,68 @@ def fig_spike_input_maps(maps, columns: int | None = None) -> Figure:
         ax.set_visible(False)
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="spike-input summed over T")
     return fig
+
+
+__all__ += ["fig6_spike_rates", "fig_table1"]
+
+
+def fig6_spike_rates(table: pd.DataFrame) -> Figure:
+    """Spikes (%) per hidden layer (Sec. 4.5, Table 1 row 4 by layer): grouped bars per tau_m, one panel per dataset.
+
+    Columns: tau_m, layer (1-based hidden-layer index), spike_rate (%); optional dataset, seed (error bars:
+    sample std over seeds).
+    """
+    _require(table, ["tau_m", "layer", "spike_rate"], "fig6_spike_rates")
+    datasets = _datasets(table)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.2), squeeze=False)
+    for j, (ax, dataset) in enumerate(zip(axes[0], datasets)):
+        part = _subset(table, dataset)
+        taus = _taus(part)
+        layers = sorted(set(part["layer"]))
+        width = 0.8 / len(taus)
+        for k, tau in enumerate(taus):
+            stats = _mean_std(part[part["tau_m"] == tau], ["layer"], "spike_rate").set_index("layer").reindex(layers)
+            x = np.arange(len(layers)) + (k - (len(taus) - 1) / 2) * width
+            ax.bar(x, stats["mean"], width=width, yerr=stats["std"].fillna(0.0), color=tau_color(tau),
+                   label=tau_label(tau), capsize=2)
+        ax.set_xticks(np.arange(len(layers)), [str(layer) for layer in layers])
+        ax.set_xlabel("hidden layer")
+        ax.set_ylabel("spikes (% of neurons x steps)")
+        ax.set_title(f"({_PANEL[j % len(_PANEL)]}) {_name(dataset)}".rstrip(), fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fig_table1(table: pd.DataFrame, title: str | None = None) -> Figure:
+    """Table 1 as an image: a matplotlib table of a text DataFrame (e.g. :func:`leaklib.claims.table1_display`).
+
+    Two-level columns (group, tau_m) become two header rows; the group name is written above its
+    first column only. Cells are drawn as given.
+    """
+    if not isinstance(table, pd.DataFrame) or table.empty:
+        raise ValueError("fig_table1 needs a non-empty DataFrame")
+    columns = list(table.columns)
+    if isinstance(table.columns, pd.MultiIndex):
+        groups = [str(c[0]) for c in columns]
+        header = [[g if i == 0 or g != groups[i - 1] else "" for i, g in enumerate(groups)],
+                  [str(c[-1]) for c in columns]]
+    else:
+        header = [[str(c) for c in columns]]
+    body = [[str(v) for v in row] for row in table.itertuples(index=False)]
+    labels = [""] * len(header) + [str(i) for i in table.index]
+    width = max(6.0, 1.25 * len(columns) + 1.6)
+    fig, ax = plt.subplots(figsize=(width, 0.32 * (len(body) + len(header)) + (0.6 if title else 0.2)))
+    ax.axis("off")
+    drawn = ax.table(cellText=header + body, rowLabels=labels, loc="center", cellLoc="center")
+    drawn.auto_set_font_size(False)
+    drawn.set_fontsize(7)
+    drawn.scale(1.0, 1.3)
+    for (row, col), cell in drawn.get_celld().items():
+        if row < len(header):
+            cell.set_text_props(weight="bold")
+            cell.set_facecolor("0.92")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
