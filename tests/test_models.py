@@ -387,3 +387,20 @@ def test_spec_with_only_an_output_layer():
     except ValueError:
         return
     assert shape == (1, 8, 8) and [l.kind for l in layers] == ["output"]
+
+
+def test_fast_2x2_pooling_equals_avg_pool2d_in_values_and_gradients():
+    from torch.nn import functional as F
+
+    from leaklib.models import _AvgPool2x2
+
+    torch.manual_seed(3)
+    x = (torch.rand(5, 3, 6, 8) < 0.3).double() * torch.tensor(4 / 3, dtype=torch.float64)
+    x = x + torch.randn_like(x) * 0.1
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn(5, 3, 3, 4, dtype=torch.float64)
+    out_fast, out_ref = _AvgPool2x2.apply(a), F.avg_pool2d(b, 2)
+    assert torch.allclose(out_fast, out_ref, atol=1e-14)
+    (out_fast * g).sum().backward()
+    (out_ref * g).sum().backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-14)
