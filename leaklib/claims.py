@@ -63,6 +63,7 @@ __all__ = [
     "ledger_summary",
     "markdown_table",
     "write_ledger",
+    "per_layer_table",
     "table1",
     "table1_display",
     "write_table1",
@@ -251,6 +252,19 @@ def critical_frequency_means(clean: pd.DataFrame) -> pd.DataFrame:
         out[column] = [float(np.nanmean(np.asarray(v, dtype=float))) if np.isfinite(np.asarray(v, dtype=float)).any()
                        else math.nan for v in clean[column]]
     return out.reset_index(drop=True)
+
+
+def per_layer_table(clean: pd.DataFrame) -> pd.DataFrame:
+    """One row per run and hidden layer: dataset, tau_m, run (row of ``clean``), layer (1-based), spike_rate, enwsi.
+
+    The input of :func:`leaklib.figures.fig6_enwsi` and :func:`leaklib.figures.fig6_spike_rates`.
+    """
+    rows = []
+    for run, r in enumerate(clean.itertuples(index=False)):
+        for layer, (rate, norm) in enumerate(zip(r.spike_rate_per_layer, r.enwsi), start=1):
+            rows.append({"dataset": r.dataset, "tau_m": float(r.tau_m), "run": run, "layer": layer,
+                         "spike_rate": float(rate), "enwsi": float(norm)})
+    return pd.DataFrame(rows, columns=["dataset", "tau_m", "run", "layer", "spike_rate", "enwsi"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -442,20 +456,25 @@ def write_ledger(results: Sequence[ClaimResult], directory: str | os.PathLike[st
 # Table 1
 
 
-def table1(history: pd.DataFrame, clean: pd.DataFrame, sse_window: float = 20 / 150) -> pd.DataFrame:
+def table1(history: pd.DataFrame | None, clean: pd.DataFrame | None, sse_window: float = 20 / 150) -> pd.DataFrame:
     """Table 1 as a tidy table: dataset, tau_m, row (a key of ``TABLE1_ROWS``), mean, std, n over seeds, paper.
 
-    Rows: accuracy (last epoch, %), test_sse and train_sse (:func:`leaklib.analysis.sse_table`), spikes
-    (%) and synaptic_ops per image (clean test set). ``paper`` is the paper's value for that dataset
-    (NaN where the paper has none, e.g. digits).
+    Rows: accuracy (last epoch, %), test_sse and train_sse (:func:`leaklib.analysis.sse_table`) from
+    ``history``; spikes (%) and synaptic_ops per image (clean test set) from ``clean``. A table given
+    as None leaves its rows out. ``paper`` is the paper's value for that dataset (NaN where the paper
+    has none, e.g. digits).
     """
-    per_run = {
-        "accuracy": final_accuracy(history).rename(columns={"accuracy": "value"}),
-        "test_sse": sse_table(history, sse_window).rename(columns={"test_sse": "value"}),
-        "train_sse": sse_table(history, sse_window).rename(columns={"train_sse": "value"}),
-        "spikes": clean.rename(columns={"spike_rate": "value"}),
-        "synaptic_ops": clean.rename(columns={"synaptic_ops": "value"}),
-    }
+    per_run: dict[str, pd.DataFrame] = {}
+    if history is not None:
+        sse = sse_table(history, sse_window)
+        per_run["accuracy"] = final_accuracy(history).rename(columns={"accuracy": "value"})
+        per_run["test_sse"] = sse.rename(columns={"test_sse": "value"})
+        per_run["train_sse"] = sse.rename(columns={"train_sse": "value"})
+    if clean is not None:
+        per_run["spikes"] = clean.rename(columns={"spike_rate": "value"})
+        per_run["synaptic_ops"] = clean.rename(columns={"synaptic_ops": "value"})
+    if not per_run:
+        raise ValueError("table1 needs history or clean (or both)")
     rows = []
     for row, table in per_run.items():
         for (dataset, tau), group in table.groupby(["dataset", "tau_m"], sort=False):
@@ -480,13 +499,15 @@ def _fmt(row: str, value: float) -> str:
 
 
 def table1_display(tidy: pd.DataFrame, paper: Mapping[str, Mapping[float, Mapping[str, float]]] = PAPER_TABLE1,
-                   taus: Sequence[float] = (30.0, 100.0, math.inf)) -> pd.DataFrame:
+                   taus: Sequence[float] = (30.0, 100.0, math.inf), rows: Sequence[str] | None = None) -> pd.DataFrame:
     """Table 1 in the paper's shape: rows 'Accuracy (%)' ... '#Synaptic Ops'; columns (dataset and source, tau_m).
 
     For each measured dataset a column group '<name>: this run' (mean ± std over seeds), followed by
     '<name>: paper' where the paper has the dataset; paper datasets this run lacks come last as
-    '<name>: paper (reference)'. Cells are text.
+    '<name>: paper (reference)'. Cells are text. ``rows``: keys of ``TABLE1_ROWS`` to show (default: those
+    in ``tidy``, in the paper's order).
     """
+    shown = [r for r in TABLE1_ROWS if (r in set(tidy["row"]) if rows is None else r in rows)]
     groups: list[tuple[str, dict[float, dict[str, str]]]] = []
     measured = list(dict.fromkeys(tidy["dataset"]))
     for dataset in measured:
@@ -508,8 +529,8 @@ def table1_display(tidy: pd.DataFrame, paper: Mapping[str, Mapping[float, Mappin
         for tau in taus:
             key = (name, format_tau(tau))
             columns.append(key)
-            data[key] = [cells.get(float(tau), {}).get(row, "–") for row in TABLE1_ROWS]
-    frame = pd.DataFrame(data, index=list(TABLE1_ROWS.values()), columns=pd.MultiIndex.from_tuples(columns))
+            data[key] = [cells.get(float(tau), {}).get(row, "–") for row in shown]
+    frame = pd.DataFrame(data, index=[TABLE1_ROWS[r] for r in shown], columns=pd.MultiIndex.from_tuples(columns))
     frame.index.name = "τm"
     return frame
 

@@ -32,6 +32,7 @@ from leaklib.claims import (
     final_accuracy,
     ledger_summary,
     markdown_table,
+    per_layer_table,
     per_seed_values,
     table1,
     table1_display,
@@ -245,6 +246,25 @@ def test_table1_rows_means_and_paper_columns(tmp_path):
     assert shown[("digits: this run", "inf")]["Spikes (%)"] == "1.02 ± 0.01"
     csv, md = write_table1(tidy, tmp_path)
     assert len(pd.read_csv(csv)) == 15 and "SSE_Test" in md.read_text()
+
+
+def test_table1_from_one_table_and_chosen_rows():
+    history = _history({30.0: 1.0, 100.0: 1.5, math.inf: 2.0})
+    tidy = table1(history, None)
+    assert list(dict.fromkeys(tidy.row)) == ["accuracy", "test_sse", "train_sse"]
+    shown = table1_display(tidy, rows=["test_sse", "train_sse"])
+    assert list(shown.index) == ["SSE_Test", "SSE_Train"]
+    assert shown[("SVHN: paper (reference)", "inf")]["SSE_Train"] == "1.6"
+    with pytest.raises(ValueError):
+        table1(None, None)
+
+
+def test_per_layer_table_unrolls_layers():
+    layers = per_layer_table(_clean({30.0: 3.0, 100.0: 2.0, math.inf: 1.0}).assign(
+        spike_rate_per_layer=[[1.0, 2.0]] * 9))
+    assert len(layers) == 18 and set(layers.layer) == {1, 2} and layers.run.nunique() == 9
+    first = layers.iloc[1]
+    assert (first.layer, first.spike_rate, first.enwsi) == (2, 2.0, pytest.approx(2 * 3.01))
 
 
 def test_table1_display_puts_the_paper_beside_a_measured_paper_dataset():
