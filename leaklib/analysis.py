@@ -597,3 +597,45 @@ def common_train_sse_range(histories: pd.DataFrame, by: Sequence[str] | None = N
         raise ValueError(f"the runs' train-SSE ranges do not overlap (largest minimum {low:.4g} > "
                          f"smallest maximum {high:.4g})")
     return low, high
+
+
+__all__ += ["paired_verdict"]
+
+
+def paired_verdict(before: Mapping[float, Sequence[float]], after: Mapping[float, Sequence[float]],
+                   expect: Literal["increase", "decrease"]) -> tuple[str, str]:
+    """Decide "a condition change raises/lowers the value for every tau_m" from paired per-seed values.
+
+    Rule (the paired analogue of :func:`verdict`): per tau_m the differences ``after - before`` of
+    the same runs (seeds in the same order; pairs with a NaN dropped) have mean m and sample std s.
+    A tau_m is *separated* when |m| > s. Fewer than two pairs for any tau_m -> inconclusive; any
+    separated tau_m in the wrong direction -> not reproduced; all separated in the expected
+    direction -> reproduced; else inconclusive.
+    """
+    if expect not in ("increase", "decrease"):
+        raise ValueError(f"expect must be 'increase' or 'decrease', got {expect!r}")
+    b = {float(t): v for t, v in before.items()}
+    a = {float(t): v for t, v in after.items()}
+    if set(a) != set(b) or not a:
+        raise ValueError(f"before and after must have the same tau_m values, got {sorted(b)} and {sorted(a)}")
+    sign = 1.0 if expect == "increase" else -1.0
+    stats, wrong, unresolved = [], [], []
+    for tau in sorted(a, reverse=True):
+        if len(a[tau]) != len(b[tau]):
+            raise ValueError(f"{_tau_name(tau)}: {len(b[tau])} values before but {len(a[tau])} after")
+        diff = np.asarray(a[tau], dtype=float) - np.asarray(b[tau], dtype=float)
+        diff = diff[np.isfinite(diff)]
+        if len(diff) < 2:
+            return "inconclusive", f"{_tau_name(tau)} has {len(diff)} finite pair(s); a spread needs two"
+        m, s = float(diff.mean()), float(diff.std(ddof=1))
+        stats.append(f"{_tau_name(tau)} {m:+.3g}±{s:.2g} (n={len(diff)})")
+        if abs(m) <= s:
+            unresolved.append(_tau_name(tau))
+        elif sign * m < 0:
+            wrong.append(_tau_name(tau))
+    summary = "change after - before: " + ", ".join(stats)
+    if wrong:
+        return "not reproduced", f"opposite direction beyond the seed spread ({', '.join(wrong)}); {summary}"
+    if unresolved:
+        return "inconclusive", f"change within the seed spread ({', '.join(unresolved)}); {summary}"
+    return "reproduced", f"every tau_m changes in the claimed direction beyond the seed spread; {summary}"

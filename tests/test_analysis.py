@@ -356,3 +356,24 @@ def test_critical_frequency_frame_one_row_per_image_nan_kept():
     assert noisy.critical_frequency.tolist() == [0.6, 0.7] and (noisy.seed == 2).all()
     with pytest.raises(KeyError):
         critical_frequency_frame(table.drop(columns="critical_frequency_noisy"))
+
+
+from leaklib.analysis import paired_verdict  # noqa: E402
+
+
+def test_paired_verdict_uses_per_seed_differences():
+    before = {math.inf: [0.30, 0.40, 0.50], 30.0: [0.20, 0.25, 0.30]}
+    # differences +0.02, +0.03, +0.04 (mean 0.03, std 0.01) and +0.01 each: both separated upwards,
+    # although the 'after' values overlap the 'before' values across seeds
+    after = {math.inf: [0.32, 0.43, 0.54], 30.0: [0.21, 0.26, 0.31]}
+    assert paired_verdict(before, after, "increase")[0] == "reproduced"
+    outcome, reason = paired_verdict(before, after, "decrease")
+    assert outcome == "not reproduced" and "IF" in reason
+    mixed = {math.inf: [0.32, 0.39, 0.51], 30.0: [0.21, 0.26, 0.31]}  # IF: +0.02, -0.01, +0.01 -> unresolved
+    assert paired_verdict(before, mixed, "increase")[0] == "inconclusive"
+    nan = {math.inf: [0.32, math.nan, math.nan], 30.0: [0.21, 0.26, 0.31]}
+    assert paired_verdict(before, nan, "increase")[0] == "inconclusive"
+    with pytest.raises(ValueError):
+        paired_verdict(before, {math.inf: [0.1, 0.2, 0.3]}, "increase")
+    with pytest.raises(ValueError):
+        paired_verdict(before, after, "up")
