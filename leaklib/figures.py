@@ -351,10 +351,18 @@ def fig_table1(table: pd.DataFrame, title: str | None = None) -> Figure:
     if not isinstance(table, pd.DataFrame) or table.empty:
         raise ValueError("fig_table1 needs a non-empty DataFrame")
     columns = list(table.columns)
+    spans: list[tuple[int, int]] = []  # column ranges sharing a group name (first header row)
     if isinstance(table.columns, pd.MultiIndex):
         groups = [str(c[0]) for c in columns]
-        header = [[g if i == 0 or g != groups[i - 1] else "" for i, g in enumerate(groups)],
-                  [str(c[-1]) for c in columns]]
+        for i, g in enumerate(groups):
+            if i == 0 or g != groups[i - 1]:
+                spans.append((i, i))
+            else:
+                spans[-1] = (spans[-1][0], i)
+        top = [""] * len(columns)
+        for first, last in spans:
+            top[(first + last) // 2] = groups[first]  # centred over its group
+        header = [top, [str(c[-1]) for c in columns]]
     else:
         header = [[str(c) for c in columns]]
     body = [[str(v) for v in row] for row in table.itertuples(index=False)]
@@ -370,6 +378,10 @@ def fig_table1(table: pd.DataFrame, title: str | None = None) -> Figure:
         if row < len(header):
             cell.set_text_props(weight="bold")
             cell.set_facecolor("0.92")
+        if row == 0 and spans and col >= 0:  # draw each group as one merged cell
+            first, last = next(span for span in spans if span[0] <= col <= span[1])
+            cell.visible_edges = "T" + "B" + ("L" if col == first else "") + ("R" if col == last else "")
+            cell.set_facecolor("none")  # an open cell outline cannot be filled cleanly; neighbours must not hide text
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

@@ -296,5 +296,7 @@ def test_fig_table1_draws_every_cell():
     fig = fig_table1(shown, title="Table 1")
     texts = {t.get_text() for t in fig.axes[0].tables[0].get_celld().values() for t in [t.get_text()]}
     assert {"g", "h", "30", "inf", "1", "6", "r1", "r2"} <= texts
+    cells = fig.axes[0].tables[0].get_celld()
+    assert (cells[0, 0].visible_edges, cells[0, 1].visible_edges, cells[0, 2].visible_edges) == ("TBL", "TBR", "TBLR")
     with pytest.raises(ValueError):
         fig_table1(pd.DataFrame())
