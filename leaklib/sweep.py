@@ -169,5 +169,5 @@ def clean_table(configs: Iterable[RunConfig], results_dir: str | os.PathLike[str
                        compute)
         for key in ("critical_frequency", "critical_frequency_noisy"):
             value[key] = [float(v) for v in value[key]]  # NaN is stored as the string 'nan'
-        rows.append({**_keys(config), **value})
+        rows.append({**value, "analysis_seed": value["seed"], **_keys(config)})  # the run's seed, not the encoding's
     return pd.DataFrame(rows)

@@ -91,3 +91,11 @@ def test_learning_curve_figure_has_three_panels_per_dataset_and_a_line_per_tau(t
     assert len(fig.axes) == 3 and all(len(ax.lines) == len(profile.taus) for ax in fig.axes)
     with pytest.raises(ValueError, match="lacks column"):
         fig_learning_curves(history_table(configs, results).drop(columns="test_sse"))
+
+
+def test_clean_table_keeps_the_runs_seed(tiny_sweep):
+    from leaklib.sweep import ANALYSIS_SEED, clean_table
+
+    profile, configs, results = tiny_sweep
+    clean = clean_table(configs, results, device="cpu", progress=False)
+    assert list(clean.seed) == [c.seed for c in configs] and set(clean.analysis_seed) == {ANALYSIS_SEED}
