@@ -225,12 +225,9 @@ def fig5_sse(table: pd.DataFrame) -> Figure:
     return fig
 
 
-def fig6_enwsi(table: pd.DataFrame) -> Figure:
-    """Fig. 6: ENWSI per hidden layer, grouped bars per tau_m, one panel per dataset.
-
-    Columns: tau_m, layer (1-based hidden-layer index), enwsi; optional dataset, seed (error bars).
-    """
-    _require(table, ["tau_m", "layer", "enwsi"], "fig6_enwsi")
+def _layer_bars(table: pd.DataFrame, value: str, ylabel: str, figure: str) -> Figure:
+    """Grouped bars of ``value`` per hidden layer and tau_m, one panel per dataset, std over seeds as error bars."""
+    _require(table, ["tau_m", "layer", value], figure)
     datasets = _datasets(table)
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.2), squeeze=False)
     for j, (ax, dataset) in enumerate(zip(axes[0], datasets)):
@@ -239,17 +236,25 @@ def fig6_enwsi(table: pd.DataFrame) -> Figure:
         layers = sorted(set(part["layer"]))
         width = 0.8 / len(taus)
         for k, tau in enumerate(taus):
-            stats = _mean_std(part[part["tau_m"] == tau], ["layer"], "enwsi").set_index("layer").reindex(layers)
+            stats = _mean_std(part[part["tau_m"] == tau], ["layer"], value).set_index("layer").reindex(layers)
             x = np.arange(len(layers)) + (k - (len(taus) - 1) / 2) * width
             ax.bar(x, stats["mean"], width=width, yerr=stats["std"].fillna(0.0), color=tau_color(tau),
                    label=tau_label(tau), capsize=2)
         ax.set_xticks(np.arange(len(layers)), [str(layer) for layer in layers])
         ax.set_xlabel("hidden layer")
-        ax.set_ylabel("ENWSI")
+        ax.set_ylabel(ylabel)
         ax.set_title(f"({_PANEL[j % len(_PANEL)]}) {_name(dataset)}".rstrip(), fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def fig6_enwsi(table: pd.DataFrame) -> Figure:
+    """Fig. 6: ENWSI per hidden layer, grouped bars per tau_m, one panel per dataset.
+
+    Columns: tau_m, layer (1-based hidden-layer index), enwsi; optional dataset, seed (error bars).
+    """
+    return _layer_bars(table, "enwsi", "ENWSI", "fig6_enwsi")
 
 
 def fig_learning_curves(table: pd.DataFrame) -> Figure:
@@ -320,26 +325,7 @@ def fig6_spike_rates(table: pd.DataFrame) -> Figure:
     Columns: tau_m, layer (1-based hidden-layer index), spike_rate (%); optional dataset, seed (error bars:
     sample std over seeds).
     """
-    _require(table, ["tau_m", "layer", "spike_rate"], "fig6_spike_rates")
-    datasets = _datasets(table)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.2), squeeze=False)
-    for j, (ax, dataset) in enumerate(zip(axes[0], datasets)):
-        part = _subset(table, dataset)
-        taus = _taus(part)
-        layers = sorted(set(part["layer"]))
-        width = 0.8 / len(taus)
-        for k, tau in enumerate(taus):
-            stats = _mean_std(part[part["tau_m"] == tau], ["layer"], "spike_rate").set_index("layer").reindex(layers)
-            x = np.arange(len(layers)) + (k - (len(taus) - 1) / 2) * width
-            ax.bar(x, stats["mean"], width=width, yerr=stats["std"].fillna(0.0), color=tau_color(tau),
-                   label=tau_label(tau), capsize=2)
-        ax.set_xticks(np.arange(len(layers)), [str(layer) for layer in layers])
-        ax.set_xlabel("hidden layer")
-        ax.set_ylabel("spikes (% of neurons x steps)")
-        ax.set_title(f"({_PANEL[j % len(_PANEL)]}) {_name(dataset)}".rstrip(), fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _layer_bars(table, "spike_rate", "spikes (% of neurons x steps)", "fig6_spike_rates")
 
 
 def fig_table1(table: pd.DataFrame, title: str | None = None) -> Figure:
