@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from . import runs
+
 #: Chapter stems in dependency order (the notebooks are ``book/<stem>.ipynb``).
 CHAPTERS: tuple[str, ...] = (
     "01_neurons_and_coherence",
@@ -190,11 +192,14 @@ def write_staged_toc(root: Path, stage: Path, say: Callable[[str], None] = print
 
 
 def unlink_dropped(stage: Path, dropped: Sequence[str]) -> int:
-    """In the staged markdown pages, turn ``{doc}`` links to dropped chapters into plain text.
+    """In the staged pages (markdown files and notebooks' markdown cells), turn ``{doc}`` links to
+    dropped chapters into plain text.
 
     A partial build (``--chapters 01``, or chapters not written yet) thus has no broken
     cross-reference; returns the number of links rewritten.
     """
+    import nbformat
+
     names = "|".join(re.escape(d) for d in dropped)
     pattern = re.compile(r"\{doc\}`(?:[^`<]*<)?(?:\.?/)?(?:book/)?(" + names + r")>?`")
     count = 0
@@ -203,6 +208,18 @@ def unlink_dropped(stage: Path, dropped: Sequence[str]) -> int:
         if n:
             md.write_text(text)
             count += n
+    for path in (stage / "book").rglob("*.ipynb"):
+        if not pattern.search(path.read_text()):
+            continue
+        nb = nbformat.read(path, as_version=4)
+        changed = 0
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source, n = pattern.subn(r"`\1` (not in this build)", cell.source)
+                changed += n
+        if changed:
+            nbformat.write(nb, path)
+            count += changed
     return count
 
 
@@ -210,14 +227,7 @@ def unlink_dropped(stage: Path, dropped: Sequence[str]) -> int:
 
 def git_commit(root: Path) -> str:
     """Short commit of ``root``, with ``-dirty`` when tracked files differ; ``unknown`` without git."""
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty else "")
+    return runs.git_commit(root, short=True)
 
 
 def package_hash() -> str:

@@ -111,17 +111,18 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-def git_commit(cwd: str | os.PathLike[str] | None = None) -> str:
-    """Commit of the leaklib source tree (with '+dirty' if it has uncommitted changes), or 'unknown'."""
+def git_commit(cwd: str | os.PathLike[str] | None = None, short: bool = False) -> str:
+    """Commit of the git tree at ``cwd`` (default: leaklib's source tree), with '-dirty' when tracked
+    files differ, or 'unknown' outside git; ``short`` abbreviates the hash."""
     where = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
+    rev = ["git", "rev-parse"] + (["--short"] if short else []) + ["HEAD"]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(rev, cwd=where, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return commit + ("+dirty" if dirty else "")
+    return commit + ("-dirty" if dirty else "")
 
 
 def environment_info() -> dict[str, str]:

@@ -123,6 +123,21 @@ def test_unlink_dropped_rewrites_only_links_to_dropped_chapters(tmp_path: Path) 
                                 " but {doc}`01_neurons_and_coherence`")
 
 
+def test_unlink_dropped_also_rewrites_notebook_markdown_cells(tmp_path: Path) -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    (tmp_path / "book").mkdir()
+    path = tmp_path / "book" / "03_robustness.ipynb"
+    code = "print('{doc}`01_neurons_and_coherence`')"
+    nbformat.write(new_notebook(cells=[new_markdown_cell("see {doc}`01_neurons_and_coherence` and {doc}`02_training`"),
+                                       new_code_cell(code)]), path)
+    assert book.unlink_dropped(tmp_path, ["01_neurons_and_coherence"]) == 1
+    cells = nbformat.read(path, as_version=4).cells
+    assert cells[0].source == "see `01_neurons_and_coherence` (not in this build) and {doc}`02_training`"
+    assert cells[1].source == code  # code is left alone
+
+
 def test_top_level_toc_lists_every_chapter_in_dependency_order() -> None:
     import yaml
 
