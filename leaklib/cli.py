@@ -27,24 +27,23 @@ def _tau(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _seed(text: str) -> int:
+def _integer(text: str, minimum: int, message: str) -> int:
+    """``int(text)`` if it is at least ``minimum``, else an argparse error '<message>, got <text>'."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be integers, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"seeds must be non-negative integers, got {text!r}")
+        value = None
+    if value is None or value < minimum:
+        raise argparse.ArgumentTypeError(f"{message}, got {text!r}")
     return value
+
+
+def _seed(text: str) -> int:
+    return _integer(text, 0, "seeds must be integers >= 0")
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return _integer(text, 1, "expected a positive integer")
 
 
 def add_common_run_options(parser: argparse.ArgumentParser) -> None:
