@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -131,7 +132,7 @@ def fig4_spectrum(table: pd.DataFrame) -> Figure:
         ax.set_ylabel("power density")
         ax.set_xlim(0, 1)
         ax.set_title(_name(dataset) or "input spike trains", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # flat spectra: keep bars visible
     fig.tight_layout()
     return fig
 
@@ -216,6 +217,10 @@ def fig5_sse(table: pd.DataFrame) -> Figure:
                     marker="o", markersize=4, markevery=[len(curve) - 1])
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # labels at 1-2-5 steps: readable on narrow and wide log ranges
+            axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("train SSE")
         ax.set_ylabel("test SSE")
         ax.set_title(f"({_PANEL[3 + j] if j < 23 else '?'}) {_name(dataset)}".rstrip(), fontsize=9)
