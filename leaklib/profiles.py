@@ -62,7 +62,7 @@ PROFILES: dict[str, Profile] = {
         name="quick",
         description="default: scikit-learn digits on a 2-core CPU, whole book in minutes",
         datasets=("digits",), taus=(30.0, 100.0, math.inf), seeds=(1, 2, 3),
-        num_steps=25, epochs=12, batch_size=32, lr=0.1, momentum=0.9, weight_decay=5e-4,
+        num_steps=40, epochs=12, batch_size=32, lr=0.1, momentum=0.9, weight_decay=5e-4,
         milestones=(70 / 150, 100 / 150), lr_gamma=0.2, dropout=0.0,
         eval_batch_size=360, analysis_images=None, init_gain=1.0,
     ),
