@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis import VERDICTS, common_train_sse_range, sse_table, test_sse_at_train_sse, verdict
+from .analysis import VERDICTS, common_train_sse_range, sse_table, test_sse_at_train_sse, values_by_tau, verdict
 from .paper import PAPER_CRITICAL_FREQUENCY, PAPER_TABLE1, TABLE1_ROWS
 from .profiles import format_tau
 
@@ -172,17 +172,20 @@ def _part(label: str, values: Mapping[float, list[float]], expect: str, toleranc
 
 
 def per_seed_values(table: pd.DataFrame, column: str, dataset: str | None = None,
-                  taus: Iterable[float] | None = None) -> dict[float, list[float]]:
-    """``{tau_m: [value per run]}`` of ``column`` for one dataset, tau_m in leak order (IF first)."""
+                    taus: Iterable[float] | None = None) -> dict[float, list[float]]:
+    """``{tau_m: [value per run]}`` of ``column`` for one dataset, tau_m in leak order (IF first).
+
+    The rows are selected by :func:`leaklib.analysis.values_by_tau`; a dataset absent from the
+    table gives an empty dict.
+    """
     if column not in table.columns:
         raise KeyError(f"column {column!r} not in table (has {', '.join(map(str, table.columns))})")
-    part = table if dataset is None or "dataset" not in table.columns else table[table["dataset"] == dataset]
+    where = {} if dataset is None or "dataset" not in table.columns else {"dataset": dataset}
+    if table.empty or (where and not (table["dataset"] == dataset).any()):
+        return {}
+    values = values_by_tau(table, column, **where)
     wanted = None if taus is None else {float(t) for t in taus}
-    out: dict[float, list[float]] = {}
-    for tau in sorted({float(t) for t in part["tau_m"]}, reverse=True):
-        if wanted is None or tau in wanted:
-            out[tau] = [float(v) for v in part.loc[part["tau_m"].astype(float) == tau, column]]
-    return out
+    return {tau: values[tau] for tau in sorted(values, reverse=True) if wanted is None or tau in wanted}
 
 
 def _keys(table: pd.DataFrame) -> list[str]:
@@ -246,7 +249,7 @@ def equal_train_sse(history: pd.DataFrame, points: int = 25) -> tuple[pd.DataFra
 
 def critical_frequency_means(clean: pd.DataFrame) -> pd.DataFrame:
     """Per run: mean over test images (NaNs left out) of the target neuron's critical frequency, clean and noisy."""
-    keys = [k for k in _keys(clean) if k != "seed"]  # clean_table's seed column may hold the analysis seed
+    keys = [k for k in _keys(clean) if k != "seed"]  # one row per run, in clean's order; seeds are not needed here
     out = clean[keys].copy()
     for column in ("critical_frequency", "critical_frequency_noisy"):
         out[column] = [float(np.nanmean(np.asarray(v, dtype=float))) if np.isfinite(np.asarray(v, dtype=float)).any()
