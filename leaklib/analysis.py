@@ -84,12 +84,21 @@ def spike_rates(record: Record, model: SNN | None = None) -> dict[str, Any]:
 
 @torch.no_grad()
 def synaptic_ops(record: Record, model: SNN) -> torch.Tensor:
-    """Synaptic operations per image ``[B]`` (Sec. 4.5, Table 1 row 5): input spikes x synapses driven, all blocks."""
-    if len(record.input_counts) != len(model.blocks):
+    """Synaptic operations per image ``[B]`` (Sec. 4.5, Table 1 row 5): input spikes x synapses driven, all blocks.
+
+    With spiking pooling every spike into a 2x2 window drives one pooling synapse, and every pooling
+    neuron's spike the synapses of the convolution or FC layer above; with average pooling each
+    input spike drives the synapses of its pooled position.
+    """
+    if len(record.input_counts) != len(model.blocks) or len(record.pool_counts) != len(model.blocks):
         raise ValueError(f"record has {len(record.input_counts)} block inputs, model {len(model.blocks)} blocks")
     total = None
-    for block, counts in zip(model.blocks, record.input_counts):
-        ops = block.synapse_map(counts).flatten(1).sum(1, dtype=torch.float64)  # linear: sum over T first is exact
+    for block, counts, pooled in zip(model.blocks, record.input_counts, record.pool_counts):
+        if pooled is not None:  # linear in the counts: summing over T first is exact
+            ops = counts.flatten(1).sum(1, dtype=torch.float64) + block.synapse_map(pooled).flatten(1).sum(
+                1, dtype=torch.float64)
+        else:
+            ops = block.synapse_map(counts).flatten(1).sum(1, dtype=torch.float64)
         total = ops if total is None else total + ops
     assert total is not None
     return total

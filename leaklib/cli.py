@@ -6,7 +6,9 @@ import argparse
 import sys
 from typing import Sequence
 
-from .profiles import DEFAULT_PROFILE, PROFILES, format_tau, get_profile, parse_tau
+from .models import POOLINGS
+from .neurons import CORRECTIONS, LEAK_GRADS
+from .profiles import DEFAULT_PROFILE, PROFILES, format_tau, get_profile, parse_overrides, parse_tau
 
 __all__ = ["main", "build_parser"]
 
@@ -54,6 +56,25 @@ def add_common_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", default="results", help="where runs are written (default results/)")
     parser.add_argument("--threads", type=_positive_int, default=None,
                         help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override profile settings, e.g. --set num_steps=12 epochs=1 train_subset=24 "
+                             "(`leaklib profiles` lists them); recorded in the config hash")
+    parser.add_argument("--leak-grad", choices=LEAK_GRADS, default=None,
+                        help="backward pass of the leak: detached ([21], the profiles' default) or exact")
+    parser.add_argument("--correction", choices=CORRECTIONS, default=None,
+                        help="Eq. 5's epsilon: lee2020 ([21]'s leak correction, default) or none")
+    parser.add_argument("--pooling", choices=POOLINGS, default=None,
+                        help="after 2x2 average pooling: spiking neurons ([21], default) or the average itself")
+
+
+def profile_from_args(args: argparse.Namespace):
+    """The profile named by --profile with --set, --leak-grad, --correction, --pooling (and --epochs) applied."""
+    overrides = parse_overrides(args.overrides)
+    for name in ("leak_grad", "correction", "pooling", "epochs"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return get_profile(args.profile, **overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,26 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .train import DivergenceError, train_sweep
+    from .train import train_sweep
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {"epochs": args.epochs} if args.epochs else {}
-    profile = get_profile(args.profile, **overrides)
     try:
+        profile = profile_from_args(args)
         results = train_sweep(profile, datasets=args.dataset, taus=args.tau, seeds=args.seeds,
                               results_dir=args.results_dir, device=args.device, data_root=args.data_root,
                               download=args.download, progress=not args.quiet)
-    except DivergenceError as exc:
-        print(f"leaklib: diverged: {exc}", file=sys.stderr)
-        return 1
     except (FileNotFoundError, ValueError) as exc:
         print(f"leaklib: error: {exc}", file=sys.stderr)
         return 2
-    print(f"{'dataset':<8} {'tau_m':>6} {'seed':>4} {'test acc':>9} {'test SSE':>9} {'train s':>8}")
+    print(f"{'dataset':<8} {'tau_m':>6} {'seed':>4} {'status':>9} {'test acc':>9} {'test SSE':>9} {'train s':>8}")
     for config, metrics in results:
-        print(f"{config.dataset:<8} {format_tau(config.tau_m):>6} {config.seed:>4} {metrics['test_acc']:>9.4f} "
+        print(f"{config.dataset:<8} {format_tau(config.tau_m):>6} {config.seed:>4} "
+              f"{metrics.get('status', 'finished'):>9} {metrics['test_acc']:>9.4f} "
               f"{metrics['test_sse']:>9.4f} {metrics['train_seconds']:>8.1f}")
+    diverged = [c for c, m in results if m.get("status") == "diverged"]
+    if diverged:
+        print(f"leaklib: {len(diverged)} run(s) diverged (kept as data: status 'diverged' in metrics.json)",
+              file=sys.stderr)
     return 0
 
 
@@ -120,7 +142,9 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
         print(f"{profile.name}: {profile.description}")
         print(f"  datasets={','.join(profile.datasets)} tau_m={','.join(format_tau(t) for t in profile.taus)} "
               f"seeds={','.join(map(str, profile.seeds))} T={profile.num_steps} epochs={profile.epochs} "
-              f"batch={profile.batch_size} lr={profile.lr} milestones={profile.milestone_epochs()}")
+              f"batch={profile.batch_size} lr={profile.lr:g} milestones={profile.milestone_epochs()} "
+              f"dropout={profile.dropout} leak_grad={profile.leak_grad} correction={profile.correction} "
+              f"pooling={profile.pooling}")
     return 0
 
 

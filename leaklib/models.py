@@ -2,12 +2,14 @@
 
 Spec tokens: ``32x32x3`` input (H x W x C), ``64C3`` 3x3 convolution with 64 output channels
 (padding 1, no bias), ``2P`` 2x2 average pooling, ``1024FC`` fully connected, ``10o`` the output
-layer. The paper writes ``2s`` before the last FC layer of both nets; we read it as ``2P``.
+layer. The paper writes ``2s`` before the last FC layer of both nets; we read it as ``2P`` (the
+same pooling as every other; in [21]'s VGG9 all three poolings are alike).
 
 A network is a chain of *blocks*. A block is the linear map between two layers of neurons
-(optional average pooling, optional flattening, then a convolution or FC layer) followed by
-IF/LIF neurons, or, for the last block, by the non-spiking output integrator
-``u_L[t] = beta u_L[t-1] + W_L O_{L-1}[t]`` whose final value gives the prediction ``u_L[T]/T``.
+(optional 2x2 average pooling, in [21] followed by a layer of non-leaky spiking pooling neurons,
+optional flattening, then a convolution or FC layer) followed by IF/LIF neurons, or, for the last
+block, by the non-spiking output integrator ``u_L[t] = beta u_L[t-1] + W_L O_{L-1}[t]`` whose
+final value gives the prediction ``u_L[T]/T``.
 
 Multi-step execution (default): each block runs its linear map once over the ``[T*B, ...]``
 batch, then the neurons scan over ``T``. ``method="stepwise"`` runs Algorithm 2 literally, one
@@ -25,11 +27,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .neurons import LIFNeuron, decay_factor, leaky_integrate
+from .neurons import LIFNeuron, decay, decay_factor, leaky_integrate
 
 __all__ = [
     "ARCHITECTURES",
     "INIT_GAIN",
+    "POOLINGS",
+    "POOL_THRESHOLD",
     "LayerSpec",
     "parse_spec",
     "Block",
@@ -46,15 +50,14 @@ ARCHITECTURES: dict[str, str] = {
     "digits": "8x8x1-16C3-2P-32C3-2P-128FC-10o",
 }
 
-#: Weights are drawn from N(0, INIT_GAIN**2 / fan_in). A layer firing at rate r drives the next with
-#: currents of standard deviation INIT_GAIN * sqrt(r) per step against a threshold of 1: Lee et al.'s
-#: gain 1 lets the rate fall with depth until the deep layers of the plain VGG nets of Sec. 4.1 are
-#: silent (CIFAR-10 net at T=25: 15, 8, 2, 0.6 % then 0 % in the last four layers), while 2.5 keeps
-#: every layer of the digits and CIFAR-10 nets at roughly 15-25 % for IF and LIF alike from the first
-#: batch (Lee et al.'s own nets have residual shortcuts that carry activity past this decay). The
-#: shallow digits net spikes in every layer at gain 1 (11, 4, 1.6 % at T=25) and learns better from it:
-#: its profiles keep Lee et al.'s gain 1 (at 2.5 one IF seed of the quick sweep ended at 66 %).
-INIT_GAIN = 2.5
+#: Weights are drawn from N(0, INIT_GAIN**2 / fan_in), no biases: He initialisation (gain sqrt 2),
+#: as [21]'s VGG9 (``normal_(0, sqrt(2 / n))`` for conv and linear layers).
+INIT_GAIN = math.sqrt(2.0)
+
+#: Pooling after a 2x2 average: "spiking" ([21]: non-leaky pooling neurons, threshold 0.75) or "average".
+POOLINGS: tuple[str, ...] = ("spiking", "average")
+#: Threshold of [21]'s pooling neurons (``Pooling_sNeuron(mem, 0.75)``).
+POOL_THRESHOLD = 0.75
 
 _TOKEN = re.compile(r"^(?:(?P<h>\d+)x(?P<w>\d+)x(?P<c>\d+)|(?P<n>\d+)(?P<kind>C|P|s|FC|o)(?P<k>\d+)?)$")
 
@@ -118,10 +121,18 @@ class _AvgPool2x2(torch.autograd.Function):
 
 
 class Block(nn.Module):
-    """Linear map between two neuron layers: ``[avg-pool] -> [flatten] -> conv | linear``."""
+    """Linear map between two neuron layers: ``[2x2 avg-pool [-> pooling neurons]] -> [flatten] -> conv | linear``.
 
-    def __init__(self, in_shape: tuple[int, ...], pool: int, layer: LayerSpec, init_gain: float = 1.0) -> None:
+    With ``pooling="spiking"`` ([21]) the averaged spikes drive a layer of non-leaky pooling neurons
+    (IF, threshold :data:`POOL_THRESHOLD`, reset to 0, surrogate factor 1, no leak correction), whose
+    spikes feed the convolution; with ``"average"`` the averaged spike values are passed on directly.
+    """
+
+    def __init__(self, in_shape: tuple[int, ...], pool: int, layer: LayerSpec, init_gain: float = 1.0,
+                 pooling: str = "average", method: Literal["fused", "stepwise"] = "fused") -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
         self.in_shape = tuple(in_shape)
         self.pool = pool
         shape = in_shape
@@ -129,6 +140,9 @@ class Block(nn.Module):
             if len(shape) != 3 or shape[1] % pool or shape[2] % pool:
                 raise ValueError(f"cannot {pool}x{pool}-pool a map of shape {shape}")
             shape = (shape[0], shape[1] // pool, shape[2] // pool)
+        self.pool_shape: tuple[int, ...] | None = shape if pool > 1 else None
+        self.pool_neuron = (LIFNeuron(math.inf, POOL_THRESHOLD, grad_scale=1.0, method=method)
+                            if pool > 1 and pooling == "spiking" else None)
         self.flatten = layer.kind != "conv" and len(shape) == 3
         if layer.kind == "conv":
             if len(shape) != 3:
@@ -142,23 +156,51 @@ class Block(nn.Module):
             self.out_shape = (layer.size,)
         weight = self.linear.weight
         fan_in = weight[0].numel()
-        with torch.no_grad():  # Lee et al. 2020's N(0, 1/fan_in) times init_gain**2 (see INIT_GAIN), no biases
+        with torch.no_grad():  # N(0, init_gain**2 / fan_in), no biases; He (gain sqrt 2) as [21]
             weight.normal_(0.0, init_gain / math.sqrt(fan_in))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply to a batch ``[N, *in_shape]`` (N = T*B in multi-step mode)."""
+    def _avg_pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.pool == 2 and not x.is_cuda:
-            x = _AvgPool2x2.apply(x)
-        elif self.pool > 1:
-            x = F.avg_pool2d(x, self.pool)
-        if self.flatten:
-            x = x.flatten(1)
-        return self.linear(x)
+            return _AvgPool2x2.apply(x)
+        return F.avg_pool2d(x, self.pool)
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1) if self.flatten else x)
+
+    def forward(self, x: torch.Tensor, rec: Record | None = None) -> torch.Tensor:
+        """Currents ``[T, B, *out_shape]`` from the layer below's spikes ``[T, B, *in_shape]`` (all steps at once)."""
+        num_steps, batch = x.shape[:2]
+        flat = x.flatten(0, 1)
+        if self.pool > 1:
+            flat = self._avg_pool(flat)
+            if self.pool_neuron is not None:
+                pooled = self.pool_neuron(flat.unflatten(0, (num_steps, batch)))
+                if rec is not None:
+                    rec.pool_counts.append(pooled.detach().sum(0))
+                flat = pooled.flatten(0, 1)
+            elif rec is not None:
+                rec.pool_counts.append(None)
+        elif rec is not None:
+            rec.pool_counts.append(None)
+        return self._map(flat).unflatten(0, (num_steps, batch))
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """Currents ``[B, *out_shape]`` of one time step (Algorithm 2 step by step; pooling neurons keep state)."""
+        if self.pool > 1:
+            x = self._avg_pool(x)
+            if self.pool_neuron is not None:
+                x = self.pool_neuron.step(x)
+        return self._map(x)
 
     @torch.no_grad()
     def synapse_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The same map with every weight set to 1 and pooling as a sum (counts synapses driven by ``x``)."""
-        if self.pool > 1:
+        """The linear map with every weight set to 1 (counts the synapses driven by ``x``).
+
+        ``x`` is what enters the convolution or FC layer: with spiking pooling the pooling neurons'
+        spikes; with average pooling the block's input, pooled as a sum (each input spike drives the
+        synapses of its pooled position).
+        """
+        if self.pool > 1 and self.pool_neuron is None:
             x = F.avg_pool2d(x, self.pool, divisor_override=1)
         if self.flatten:
             x = x.flatten(1)
@@ -174,28 +216,39 @@ class Record:
 
     ``spike_counts[l]``: spikes of hidden layer ``l`` summed over T, ``[B, *shape_l]``.
     ``input_counts[l]``: ``|input|`` of block ``l`` summed over T, ``[B, *in_shape_l]`` (block 0 sees the
-    input spikes). ``current_norms[l]``: L2 norm over neurons of ``W_l O_{l-1}[t]`` of hidden layer l,
-    ``[T, B]``. ``output_currents``: ``W_L O_{L-1}[t]``, ``[T, B, classes]``.
+    input spikes). ``pool_counts[l]``: spikes of block ``l``'s pooling neurons summed over T, or None
+    (no spiking pooling). ``current_norms[l]``: L2 norm over neurons of ``W_l O_{l-1}[t]`` of hidden
+    layer l, ``[T, B]``. ``output_currents``: ``W_L O_{L-1}[t]``, ``[T, B, classes]``.
+    With ``counts_only`` (what the trainer takes each step) only ``spike_totals`` is filled: the
+    spikes of each hidden layer summed over T, batch and neurons (0-dim tensors).
     """
 
     num_steps: int
+    counts_only: bool = False
     spike_counts: list[torch.Tensor] = field(default_factory=list)
+    spike_totals: list[torch.Tensor] = field(default_factory=list)
     input_counts: list[torch.Tensor] = field(default_factory=list)
+    pool_counts: list[torch.Tensor | None] = field(default_factory=list)
     current_norms: list[torch.Tensor] = field(default_factory=list)
     output_currents: torch.Tensor | None = None
 
 
 class SNN(nn.Module):
-    """A spiking VGG-style network (Sec. 4.1) with IF/LIF hidden neurons and a leaky output integrator."""
+    """A spiking VGG-style network (Sec. 4.1) with IF/LIF hidden neurons and a leaky output integrator.
+
+    ``leak_grad``, ``correction`` (:mod:`leaklib.neurons`) and ``pooling`` (:class:`Block`) choose the
+    training semantics; the defaults are those of [21], the paper's training protocol.
+    """
 
     def __init__(self, spec: str, tau_m: float, v_th: float = 1.0, eps: float = 0.0, dropout: float = 0.0,
-                 method: Literal["fused", "stepwise"] = "fused", init_gain: float = INIT_GAIN) -> None:
+                 method: Literal["fused", "stepwise"] = "fused", init_gain: float = INIT_GAIN,
+                 leak_grad: str = "detached", correction: str = "lee2020", pooling: str = "spiking") -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         decay_factor(tau_m)  # validates tau_m
         self.spec, self.tau_m, self.v_th, self.eps, self.dropout = spec, float(tau_m), float(v_th), float(eps), dropout
-        self.method = method
+        self.method, self.leak_grad, self.correction, self.pooling = method, leak_grad, correction, pooling
         self.input_shape, layers = parse_spec(spec)
         blocks, neurons = [], []
         shape: tuple[int, ...] = self.input_shape
@@ -204,11 +257,12 @@ class SNN(nn.Module):
             if layer.kind == "pool":
                 pool *= layer.size
                 continue
-            block = Block(shape, pool, layer, init_gain)
+            block = Block(shape, pool, layer, init_gain, pooling=pooling, method=method)
             blocks.append(block)
             shape, pool = block.out_shape, 1
             if layer.kind != "output":
-                neurons.append(LIFNeuron(tau_m, v_th, eps, method=method))
+                neurons.append(LIFNeuron(tau_m, v_th, eps, method=method, leak_grad=leak_grad,  # type: ignore[arg-type]
+                                         correction=correction))  # type: ignore[arg-type]
         self.blocks = nn.ModuleList(blocks)
         self.neurons = nn.ModuleList(neurons)
         self.num_classes = layers[-1].size
@@ -217,6 +271,11 @@ class SNN(nn.Module):
     def hidden_shapes(self) -> list[tuple[int, ...]]:
         """Shape of each hidden layer of neurons (one entry per LIF/IF layer)."""
         return [block.out_shape for block in self.blocks[:-1]]
+
+    @property
+    def pool_shapes(self) -> list[tuple[int, ...]]:
+        """Shape of each layer of spiking pooling neurons (empty with average pooling)."""
+        return [block.pool_shape for block in self.blocks if block.pool_neuron is not None]  # type: ignore[misc]
 
     def _dropout_masks(self, batch: int, device: torch.device, dtype: torch.dtype,
                        generator: torch.Generator | None) -> list[torch.Tensor | None]:
@@ -228,58 +287,76 @@ class SNN(nn.Module):
                 for shape in self.hidden_shapes]
 
     def forward(self, spikes: torch.Tensor, generator: torch.Generator | None = None,
-                record: bool = False) -> torch.Tensor | tuple[torch.Tensor, Record]:
-        """Prediction ``u_L[T]/T`` ``[B, classes]`` from input spikes ``[T, B, C, H, W]``; with a :class:`Record`."""
+                record: bool | str = False) -> torch.Tensor | tuple[torch.Tensor, Record]:
+        """Prediction ``u_L[T]/T`` ``[B, classes]`` from input spikes ``[T, B, C, H, W]``; with a :class:`Record`.
+
+        ``record=True`` (or ``"full"``) keeps everything the analyses use; ``record="counts"`` only
+        each hidden layer's total spike count (cheap: what the trainer logs).
+        """
         if spikes.dim() != 5 or tuple(spikes.shape[2:]) != self.input_shape:
             raise ValueError(f"expected input spikes [T, B, {', '.join(map(str, self.input_shape))}], "
                              f"got {tuple(spikes.shape)}")
+        if record not in (False, True, "full", "counts"):
+            raise ValueError(f"record must be False, True, 'full' or 'counts', got {record!r}")
         num_steps, batch = spikes.shape[:2]
         masks = self._dropout_masks(batch, spikes.device, spikes.dtype, generator)
         if self.method == "stepwise":
             if record:
                 raise ValueError("record=True needs the multi-step method")
             return self._forward_stepwise(spikes, masks)
-        rec = Record(num_steps=num_steps) if record else None
+        rec = Record(num_steps=num_steps, counts_only=record == "counts") if record else None
+        full = rec is not None and not rec.counts_only
         x = spikes
         for index, block in enumerate(self.blocks):
-            if rec is not None:
-                rec.input_counts.append(x.detach().abs().sum(0))
-            currents = block(x.flatten(0, 1)).unflatten(0, (num_steps, batch))
+            if full:
+                rec.input_counts.append(x.detach().abs().sum(0))  # type: ignore[union-attr]
+            currents = block(x, rec if full else None)
             if index == len(self.neurons):
-                if rec is not None:
-                    rec.output_currents = currents.detach()
+                if full:
+                    rec.output_currents = currents.detach()  # type: ignore[union-attr]
                 return self._readout(currents, rec)
+            if full:
+                rec.current_norms.append(currents.detach().flatten(2).norm(dim=2))  # type: ignore[union-attr]
+            x = self.neurons[index](currents, masks[index])
             if rec is not None:
-                rec.current_norms.append(currents.detach().flatten(2).norm(dim=2))
-            x = self.neurons[index](currents)
-            if rec is not None:
-                rec.spike_counts.append(x.detach().sum(0))
+                if full:
+                    rec.spike_counts.append(x.detach().sum(0))
+                    rec.spike_totals.append(rec.spike_counts[-1].sum())
+                else:
+                    rec.spike_totals.append(x.detach().sum())
             if masks[index] is not None:
                 x = x * masks[index]
         raise AssertionError("unreachable: the last block is the output layer")
 
     def _readout(self, currents: torch.Tensor, rec: Record | None) -> torch.Tensor | tuple[torch.Tensor, Record]:
-        prediction = leaky_integrate(currents, self.tau_m) / currents.shape[0]
+        prediction = leaky_integrate(currents, self.tau_m, self.leak_grad) / currents.shape[0]  # type: ignore[arg-type]
         return prediction if rec is None else (prediction, rec)
 
     def _forward_stepwise(self, spikes: torch.Tensor, masks: list[torch.Tensor | None]) -> torch.Tensor:
         """Algorithm 2 literally: every layer advances one time step at a time."""
         beta = decay_factor(self.tau_m)
-        for neuron in self.neurons:
-            neuron.reset()
+        self._reset_neurons()
         u_out = None
-        for t in range(spikes.shape[0]):
-            x = spikes[t]
+        try:
+            for t in range(spikes.shape[0]):
+                x = spikes[t]
+                for index, neuron in enumerate(self.neurons):
+                    x = neuron.step(self.blocks[index].step(x))
+                    if masks[index] is not None:
+                        x = x * masks[index]
+                current = self.blocks[-1].step(x)
+                u_out = current if u_out is None else decay(u_out, beta, self.leak_grad) + current  # type: ignore[arg-type]
             for index, neuron in enumerate(self.neurons):
-                x = neuron.step(self.blocks[index](x))
-                if masks[index] is not None:
-                    x = x * masks[index]
-            current = self.blocks[-1](x)
-            u_out = current if u_out is None else beta * u_out + current
-        for neuron in self.neurons:
-            neuron.reset()
+                neuron.finish(masks[index])  # [21]'s leak correction, as gradient hooks
+        finally:
+            self._reset_neurons()
         assert u_out is not None
         return u_out / spikes.shape[0]
+
+    def _reset_neurons(self) -> None:
+        for module in self.modules():
+            if isinstance(module, LIFNeuron):
+                module.reset()
 
 
 def build_snn(dataset: str, tau_m: float, **kwargs) -> SNN:

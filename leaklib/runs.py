@@ -1,7 +1,8 @@
 """Results are data: run folders, atomic writes, config hashes, versions and the git commit.
 
-Layout (design note): ``<results>/<profile>/<dataset>/tau-<tau_m>/seed-<seed>/`` holding
-``config.json``, ``history.jsonl``, ``checkpoint.pt`` and ``metrics.json``.
+Layout: ``<results>/<profile>/<variant>/<dataset>/tau-<tau_m>/seed-<seed>/`` holding ``config.json``,
+``history.jsonl``, ``checkpoint.pt`` and ``metrics.json``; ``<variant>`` is a short hash of the
+sweep's settings (the design note's layout had no such level, and two settings shared a folder).
 """
 
 from __future__ import annotations
@@ -30,10 +31,18 @@ __all__ = [
 ]
 
 
-def run_dir(results_dir: str | os.PathLike[str], profile: str, dataset: str, tau_m: float, seed: int) -> Path:
-    """``<results>/<profile>/<dataset>/tau-<tau_m>/seed-<seed>``."""
-    tau = "inf" if math.isinf(tau_m) else f"{tau_m:g}"
-    return Path(results_dir) / profile / dataset / f"tau-{tau}" / f"seed-{seed}"
+def run_dir(results_dir: str | os.PathLike[str], profile: str, dataset: str, tau_m: float, seed: int,
+            variant: str) -> Path:
+    """``<results>/<profile>/<variant>/<dataset>/tau-<tau_m>/seed-<seed>`` (tau_m written exactly, 'inf' for IF).
+
+    ``variant`` names the sweep's settings (:meth:`leaklib.train.RunConfig.variant`), so runs of
+    different settings never share a folder and switching settings back and forth reuses both.
+    """
+    from .profiles import format_tau
+
+    if not variant or "/" in variant or variant.startswith("."):
+        raise ValueError(f"bad variant name {variant!r}")
+    return Path(results_dir) / profile / variant / dataset / f"tau-{format_tau(tau_m)}" / f"seed-{seed}"
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

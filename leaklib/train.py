@@ -29,23 +29,19 @@ from .runs import (atomic_torch_save, atomic_write_json, atomic_write_text, conf
                    jsonl_text, read_json, read_jsonl, run_dir)
 
 __all__ = [
-    "DivergenceError",
     "RunConfig",
     "resolve_device",
     "sse_loss",
     "evaluate_clean",
     "train_run",
     "train_sweep",
+    "build_model",
     "load_run",
     "load_model",
 ]
 
 #: Datasets trained with random crop (padding 4) and horizontal flip, as Lee et al. 2020 on CIFAR-10.
 AUGMENTED = ("cifar10",)
-
-
-class DivergenceError(RuntimeError):
-    """Training diverged: the loss is not finite, or no spikes reach a hidden layer."""
 
 
 @dataclass(frozen=True)
@@ -68,15 +64,44 @@ class RunConfig:
         p = self.profile
         return {
             "profile": p.name, "dataset": self.dataset, "tau_m": format_tau(self.tau_m), "seed": self.seed,
+            **self.settings(),
+        }
+
+    def settings(self) -> dict:
+        """The training settings shared by every run of a sweep variant (all but dataset, tau_m, seed)."""
+        p = self.profile
+        return {
             "spec": self.spec, "num_steps": p.num_steps, "epochs": p.epochs, "batch_size": p.batch_size,
             "lr": p.lr, "momentum": p.momentum, "weight_decay": p.weight_decay,
             "milestones": p.milestone_epochs(), "lr_gamma": p.lr_gamma, "dropout": p.dropout, "v_th": p.v_th,
-            "eps": p.eps, "init_gain": p.init_gain, "train_subset": p.train_subset, "test_subset": p.test_subset,
+            "leak_grad": p.leak_grad, "correction": p.correction, "pooling": p.pooling,
+            "init_gain": p.init_gain, "train_subset": p.train_subset, "test_subset": p.test_subset,
+            "train_eval_subset": p.train_eval_subset, "eval_batch_size": p.eval_batch_size,
             "augment": self.dataset in AUGMENTED, "loss": "0.5*sum_c(u_L[T]/T - onehot)^2, batch mean (Eq. 5)",
         }
 
     def hash(self) -> str:
         return config_hash(self.to_dict())
+
+    def variant(self) -> str:
+        """8 hex digits naming the sweep's settings (the profile's, whatever the dataset, tau_m and seed)."""
+        p = self.profile
+        shared = {k: v for k, v in self.settings().items() if k not in ("spec", "augment")}
+        return config_hash({**shared, "architectures": p.architectures, "augmented": list(AUGMENTED)})[:8]
+
+    def folder(self, results_dir: str | os.PathLike[str] = "results") -> Path:
+        """``<results>/<profile>/<variant>/<dataset>/tau-<tau_m>/seed-<seed>``: runs of other settings never share it."""
+        return run_dir(results_dir, self.profile.name, self.dataset, self.tau_m, self.seed, self.variant())
+
+    def label(self) -> str:
+        return f"{self.dataset} tau_m={format_tau(self.tau_m)} seed={self.seed}"
+
+
+def build_model(config: RunConfig) -> SNN:
+    """The untrained network of a run (its spec, tau_m and the profile's training semantics)."""
+    p = config.profile
+    return SNN(config.spec, config.tau_m, v_th=p.v_th, dropout=p.dropout, init_gain=p.init_gain,
+               leak_grad=p.leak_grad, correction=p.correction, pooling=p.pooling)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -131,31 +156,41 @@ def _crash_hook(epoch: int, batch: int | None) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _fail(config: RunConfig, epoch: int, reason: str) -> dict:
+    return {"status": "diverged", "diverged_epoch": epoch, "reason": f"{config.label()}: {reason}"}
+
+
 def train_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results", device: str = "auto",
               data_root: str | os.PathLike[str] | None = None, download: bool = False,
-              progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Train (or resume, or reuse) one run; return its metrics (also in ``metrics.json``)."""
-    folder = run_dir(results_dir, config.profile.name, config.dataset, config.tau_m, config.seed)
+              progress: bool = True, log: Callable[[str], None] = print, tag: str = "") -> dict:
+    """Train (or resume, or reuse) one run; return its metrics (also in ``metrics.json``).
+
+    Divergence is data, not an error: a run whose loss stops being finite, or in which no spike
+    reaches a hidden layer for a whole epoch (the paper's failure mode at small tau_m, Sec. 4.2),
+    ends there with ``status: "diverged"``, the epoch and the reason in its metrics; its history
+    holds the epochs before. ``tag`` (e.g. ``"run 3/9"``) prefixes the progress lines.
+    """
+    dev = resolve_device(device)
+    folder = config.folder(results_dir)
     digest = config.hash()
-    label = f"{config.dataset} tau_m={format_tau(config.tau_m)} seed={config.seed}"
+    label = f"{tag + ' ' if tag else ''}{config.label()}"
     if (folder / "metrics.json").exists():
         metrics = read_json(folder / "metrics.json")
         if metrics.get("config_hash") == digest:
-            log(f"[reuse] {label}: finished run in {folder}")
+            log(f"[reuse] {label}: {metrics.get('status', 'finished')} run in {folder}")
             return metrics
-    if (folder / "config.json").exists() and read_json(folder / "config.json").get("config_hash") != digest:
-        stale = folder.with_name(f"{folder.name}.stale-{read_json(folder / 'config.json').get('config_hash')}")
-        os.replace(folder, stale)
-        log(f"[stale] {label}: settings changed; kept the old run in {stale}")
-    folder.mkdir(parents=True, exist_ok=True)
-
-    dev = resolve_device(device)
     profile = config.profile
     train_data = _load_split(config, "train", data_root, download)
     test_data = _load_split(config, "test", data_root, download)
+    train_eval = _train_eval_split(train_data, profile.train_eval_subset)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder.parents[2] / "settings.json", {"profile": profile.name, "variant": config.variant(),
+                                                           **{k: v for k, v in config.settings().items()
+                                                              if k not in ("spec", "augment")},
+                                                           "architectures": profile.architectures})
+
     torch.manual_seed(config.seed)
-    model = SNN(config.spec, config.tau_m, v_th=profile.v_th, eps=profile.eps, dropout=profile.dropout,
-                init_gain=profile.init_gain).to(dev)
+    model = build_model(config).to(dev)
     optimizer = torch.optim.SGD(model.parameters(), lr=profile.lr, momentum=profile.momentum,
                                 weight_decay=profile.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, profile.milestone_epochs(), profile.lr_gamma)
@@ -173,21 +208,22 @@ def train_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results"
             start_epoch, seconds_before = state["epoch"], state.get("seconds", 0.0)
             log(f"[resume] {label}: from epoch {start_epoch} of {profile.epochs}")
     history = history[:start_epoch]
-    config_record = {**config.to_dict(), "config_hash": digest, "environment": environment_info(),
-                     "device": str(dev), "threads": torch.get_num_threads(),
-                     "train_size": len(train_data), "test_size": len(test_data)}
+    config_record = {**config.to_dict(), "config_hash": digest, "variant": config.variant(),
+                     "environment": environment_info(), "device": str(dev), "threads": torch.get_num_threads(),
+                     "train_size": len(train_data), "test_size": len(test_data), "train_eval_size": len(train_eval)}
     atomic_write_json(folder / "config.json", config_record)
 
     t_start = time.perf_counter()
     images, labels = train_data.images.to(dev), train_data.labels.to(dev)
     batches = math.ceil(len(train_data) / profile.batch_size)
+    layer_sizes = torch.tensor([math.prod(s) for s in model.hidden_shapes], dtype=torch.float64)
+    failure: dict | None = None
     for epoch in range(start_epoch, profile.epochs):
         t_epoch = time.perf_counter()
         model.train()
         order = torch.randperm(len(train_data), generator=generator, device=dev)
         totals = {"loss": 0.0, "sse": 0.0, "correct": 0.0, "n": 0}
         layer_spikes = torch.zeros(len(model.neurons), dtype=torch.float64)
-        layer_sizes = torch.tensor([math.prod(s) for s in model.hidden_shapes], dtype=torch.float64)
         bar = tqdm(range(batches), desc=f"{label} epoch {epoch + 1}/{profile.epochs}", leave=False,
                    disable=not progress, mininterval=1.0)
         for b in bar:
@@ -197,11 +233,12 @@ def train_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results"
             if config.dataset in AUGMENTED:
                 x = augment_batch(x, generator)
             spikes = poisson_spikes(normalize_images(x), generator, profile.num_steps)
-            prediction, record = model(spikes, generator=generator, record=True)
+            prediction, record = model(spikes, generator=generator, record="counts")
             errors = sse_loss(prediction, y, model.num_classes)
             loss = 0.5 * errors.mean()
             if not torch.isfinite(loss):
-                raise DivergenceError(f"{label}: loss is {loss.item()} at epoch {epoch + 1}, batch {b + 1}")
+                failure = _fail(config, epoch + 1, f"loss is {loss.item()} at epoch {epoch + 1}, batch {b + 1}")
+                break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -210,27 +247,36 @@ def train_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results"
             totals["sse"] += errors.detach().sum().item()
             totals["correct"] += (prediction.argmax(1) == y).sum().item()
             totals["n"] += n
-            layer_spikes += torch.stack([c.sum() for c in record.spike_counts]).double().cpu()
-            rate = 100 * layer_spikes.sum().item() / (layer_sizes.sum().item() * profile.num_steps * totals["n"])
-            bar.set_postfix(loss=f"{totals['loss'] / totals['n']:.3f}",
-                            acc=f"{totals['correct'] / totals['n']:.3f}", spikes=f"{rate:.1f}%", refresh=False)
+            layer_spikes += torch.stack(record.spike_totals).double().cpu()
+            if progress:
+                rate = 100 * layer_spikes.sum().item() / (layer_sizes.sum().item() * profile.num_steps * totals["n"])
+                bar.set_postfix(loss=f"{totals['loss'] / totals['n']:.3f}",
+                                acc=f"{totals['correct'] / totals['n']:.3f}", spikes=f"{rate:.1f}%", refresh=False)
         bar.close()
         silent = [i + 1 for i, s in enumerate(layer_spikes.tolist()) if s == 0]
-        if silent:
-            raise DivergenceError(f"{label}: no spikes reached hidden layer {silent[0]} of {len(layer_spikes)} "
-                                  f"during epoch {epoch + 1} (tau_m={format_tau(config.tau_m)})")
+        if failure is None and silent:
+            failure = _fail(config, epoch + 1, f"no spikes reached hidden layer {silent[0]} of {len(layer_spikes)} "
+                                               f"during epoch {epoch + 1} (tau_m={format_tau(config.tau_m)})")
+        if failure is not None:
+            log(f"[diverged] {failure['reason']}")
+            break
         scheduler.step()
+        t_eval = time.perf_counter()
         test = evaluate_clean(model, test_data, profile.num_steps, profile.eval_batch_size,
                               seed=10_000 * config.seed + epoch, device=dev)
+        train_now = evaluate_clean(model, train_eval, profile.num_steps, profile.eval_batch_size,
+                                   seed=20_000 * config.seed + epoch, device=dev)
         n = totals["n"]
         per_layer = (100 * layer_spikes / (layer_sizes * profile.num_steps * n)).tolist()
         history.append({
             "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": totals["loss"] / n,
             "train_sse": totals["sse"] / n, "train_acc": totals["correct"] / n,
+            "train_sse_eval": train_now["sse"], "train_acc_eval": train_now["accuracy"],
             "test_sse": test["sse"], "test_acc": test["accuracy"],
             "train_spike_rate": sum(per_layer[i] * layer_sizes[i].item() for i in range(len(per_layer)))
             / layer_sizes.sum().item(),
             "train_spike_rate_per_layer": per_layer, "seconds": time.perf_counter() - t_epoch,
+            "eval_seconds": time.perf_counter() - t_eval,
         })
         atomic_write_text(folder / "history.jsonl", jsonl_text(history))
         atomic_torch_save(checkpoint_path, {
@@ -238,56 +284,81 @@ def train_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results"
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "generator": generator.get_state(), "seconds": seconds_before + time.perf_counter() - t_start,
         })
-        log(f"{label} epoch {epoch + 1}/{profile.epochs}: train acc {history[-1]['train_acc']:.3f} "
-            f"sse {history[-1]['train_sse']:.3f} | test acc {test['accuracy']:.3f} sse {test['sse']:.3f} | "
-            f"spikes {history[-1]['train_spike_rate']:.2f}% | {history[-1]['seconds']:.1f}s")
+        h = history[-1]
+        log(f"{label} epoch {epoch + 1}/{profile.epochs}: train acc {h['train_acc']:.3f} sse {h['train_sse']:.3f} "
+            f"(eval {h['train_sse_eval']:.3f}) | test acc {test['accuracy']:.3f} sse {test['sse']:.3f} | "
+            f"spikes {h['train_spike_rate']:.2f}% | {h['seconds']:.1f}s")
         _crash_hook(epoch + 1, None)
 
-    window = max(1, round(profile.sse_window * profile.epochs))
-    last = history[-window:]
-    metrics = {
-        "config_hash": digest, "epochs": len(history), "test_acc": history[-1]["test_acc"],
-        "test_sse": history[-1]["test_sse"], "train_sse": history[-1]["train_sse"],
-        "test_sse_window": sum(h["test_sse"] for h in last) / len(last),
-        "train_sse_window": sum(h["train_sse"] for h in last) / len(last), "sse_window_epochs": window,
-        "train_seconds": sum(h["seconds"] for h in history),
-    }
+    metrics = _metrics(history, profile.sse_window, digest)
+    metrics.update(failure or {"status": "finished"})
     atomic_write_json(folder / "metrics.json", metrics)
     return metrics
+
+
+def _train_eval_split(train_data: ImageDataset, size: int | None) -> ImageDataset:
+    """The fixed train images on which the eval-mode train SSE is measured after every epoch."""
+    if size is None or size >= len(train_data):
+        return train_data
+    return stratified_subset(train_data, size, seed=1)
+
+
+def _metrics(history: list[dict], sse_window: float, digest: str) -> dict:
+    """metrics.json of a run: the last epoch's numbers and Table 1's SSE window (NaN where no epoch finished)."""
+    nan = math.nan
+    if not history:
+        return {"config_hash": digest, "epochs": 0, "test_acc": nan, "test_sse": nan, "train_sse": nan,
+                "train_sse_eval": nan, "test_sse_window": nan, "train_sse_window": nan,
+                "train_sse_eval_window": nan, "sse_window_epochs": 0, "train_seconds": 0.0}
+    window = max(1, round(sse_window * len(history)))
+    last = history[-window:]
+
+    def mean(key: str) -> float:
+        return sum(h[key] for h in last) / len(last)
+
+    return {
+        "config_hash": digest, "epochs": len(history), "test_acc": history[-1]["test_acc"],
+        "test_sse": history[-1]["test_sse"], "train_sse": history[-1]["train_sse"],
+        "train_sse_eval": history[-1]["train_sse_eval"], "test_sse_window": mean("test_sse"),
+        "train_sse_window": mean("train_sse"), "train_sse_eval_window": mean("train_sse_eval"),
+        "sse_window_epochs": window, "train_seconds": sum(h["seconds"] for h in history),
+    }
 
 
 def train_sweep(profile: Profile | str, datasets: Sequence[str] | None = None, taus: Sequence[float] | None = None,
                 seeds: Sequence[int] | None = None, **kwargs) -> list[tuple[RunConfig, dict]]:
     """Train or reuse every (dataset, tau_m, seed) run of a profile; returns configs with their metrics."""
     prof = get_profile(profile) if isinstance(profile, str) else profile
-    results = []
-    for dataset in datasets or prof.datasets:
-        for tau_m in taus or prof.taus:
-            for seed in seeds or prof.seeds:
-                config = RunConfig(prof, dataset, float(tau_m), int(seed))
-                results.append((config, train_run(config, **kwargs)))
-    return results
+    configs = [RunConfig(prof, dataset, float(tau_m), int(seed)) for dataset in datasets or prof.datasets
+               for tau_m in taus or prof.taus for seed in seeds or prof.seeds]
+    return [(config, train_run(config, tag=f"[run {k}/{len(configs)}]", **kwargs))
+            for k, config in enumerate(configs, start=1)]
 
 
 def load_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results") -> dict:
-    """config.json, history and metrics of a finished run (FileNotFoundError if it has not finished)."""
-    folder = run_dir(results_dir, config.profile.name, config.dataset, config.tau_m, config.seed)
+    """config.json, history and metrics of a finished run (FileNotFoundError if it has not finished).
+
+    The run's recorded config hash must be this config's (ValueError otherwise).
+    """
+    folder = config.folder(results_dir)
     if not (folder / "metrics.json").exists():
         raise FileNotFoundError(f"run {folder} has not finished; train it with `leaklib train --profile "
                                 f"{config.profile.name} --dataset {config.dataset} --tau {format_tau(config.tau_m)} "
                                 f"--seeds {config.seed}`")
+    metrics = read_json(folder / "metrics.json")
+    if metrics.get("config_hash") != config.hash():
+        raise ValueError(f"{folder / 'metrics.json'} belongs to other settings (config hash "
+                         f"{metrics.get('config_hash')}, expected {config.hash()}); retrain it")
     return {"folder": folder, "config": read_json(folder / "config.json"),
-            "history": read_jsonl(folder / "history.jsonl"), "metrics": read_json(folder / "metrics.json")}
+            "history": read_jsonl(folder / "history.jsonl"), "metrics": metrics}
 
 
 def load_model(config: RunConfig, results_dir: str | os.PathLike[str] = "results",
                device: str | torch.device = "cpu") -> SNN:
-    """The trained network of a finished run, in eval mode."""
+    """The trained network of a finished run (its last checkpoint), in eval mode."""
     run = load_run(config, results_dir)
     dev = resolve_device(device) if isinstance(device, str) else device
-    profile = config.profile
-    model = SNN(config.spec, config.tau_m, v_th=profile.v_th, eps=profile.eps, dropout=profile.dropout,
-                init_gain=profile.init_gain)
+    model = build_model(config)
     state = torch.load(Path(run["folder"]) / "checkpoint.pt", map_location=dev, weights_only=False)
     model.load_state_dict(state["model"])
     return model.to(dev).eval()

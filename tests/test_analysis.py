@@ -58,7 +58,7 @@ def test_synaptic_ops_count_hidden_spikes_into_the_output_layer():
 
 
 def test_synaptic_ops_count_pooling_as_a_sum():
-    model = SNN("4x4x1-1C1-2P-3FC-2o", math.inf)
+    model = SNN("4x4x1-1C1-2P-3FC-2o", math.inf, pooling="average")
     with torch.no_grad():
         model.blocks[0].linear.weight.fill_(2.0)  # 1x1 conv: each input spike makes its hidden neuron fire
         model.blocks[1].linear.weight.zero_()     # the FC layer stays silent
@@ -67,6 +67,22 @@ def test_synaptic_ops_count_pooling_as_a_sum():
     _, record = model(spikes, record=True)
     # input: 2 spikes x 1 synapse; conv layer: 2 spikes through one pooled unit x 3 FC neurons each
     assert synaptic_ops(record, model).item() == 2 + 2 * 3
+
+
+@pytest.mark.parametrize("spikes_in_window, pool_fires", [(2, False), (3, False), (4, True)])
+def test_synaptic_ops_with_spiking_pooling(spikes_in_window, pool_fires):
+    model = SNN("4x4x1-1C1-2P-3FC-2o", math.inf)  # [21]: the 2x2 average drives a pooling neuron (threshold 0.75)
+    with torch.no_grad():
+        model.blocks[0].linear.weight.fill_(2.0)  # 1x1 conv: each input spike makes its hidden neuron fire
+        model.blocks[1].linear.weight.zero_()
+    spikes = torch.zeros(1, 1, 1, 4, 4)
+    for i, j in [(0, 0), (1, 1), (0, 1), (1, 0)][:spikes_in_window]:
+        spikes[0, 0, 0, i, j] = 1.0
+    _, record = model(spikes, record=True)
+    # input: k spikes x 1 synapse; conv layer: k spikes into the pooling window x 1 synapse; the pooling
+    # neuron (membrane k/4, fires only above 0.75) x 3 FC synapses if it fires
+    k = spikes_in_window
+    assert synaptic_ops(record, model).item() == k + k + (3 if pool_fires else 0)
 
 
 def test_spike_rates_of_a_fixed_record():

@@ -279,7 +279,7 @@ def test_stepwise_lif_step_bptt_equals_lifscan():
     loss_a = (w * torch.stack(outs)).sum()
     loss_a.backward()
     cur_b = base.clone().requires_grad_()
-    loss_b = (w * LIFScan.apply(cur_b, beta, v_th, eps)).sum()
+    loss_b = (w * LIFScan.apply(cur_b, beta, v_th, 1.0 / (v_th + eps), beta, False, None)).sum()
     loss_b.backward()
     assert loss_a.item() == loss_b.item()
     torch.testing.assert_close(cur_a.grad, cur_b.grad, rtol=1e-12, atol=1e-13)

@@ -28,7 +28,8 @@ def test_tables_read_what_the_runs_wrote(tmp_path):
     assert len(history) == len(configs) * TINY.epochs and len(metrics) == len(configs)
     assert set(history.columns) >= {"dataset", "tau_m", "seed", "epoch", "test_acc", "train_sse", "test_sse"}
     for config, row in zip(configs, metrics.itertuples()):
-        folder = tmp_path / "smoke" / "digits" / f"tau-{'inf' if math.isinf(config.tau_m) else '30'}" / f"seed-{config.seed}"
+        tau = "inf" if math.isinf(config.tau_m) else "30"
+        folder = tmp_path / "smoke" / config.variant() / "digits" / f"tau-{tau}" / f"seed-{config.seed}"
         assert row.test_acc == read_json(folder / "metrics.json")["test_acc"]
 
 

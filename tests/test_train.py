@@ -16,14 +16,13 @@ import torch
 from leaklib import cli
 from leaklib.profiles import PROFILES, format_tau, get_profile, parse_tau
 from leaklib.runs import atomic_write_json, config_hash, read_json, read_jsonl, run_dir
-from leaklib.train import (DivergenceError, RunConfig, evaluate_clean, load_model, resolve_device, sse_loss,
-                           train_run)
+from leaklib.train import RunConfig, evaluate_clean, load_model, load_run, resolve_device, sse_loss, train_run
 
 SMOKE = get_profile("smoke")
 
 
 def _strip_times(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+    return [{k: v for k, v in h.items() if k not in ("seconds", "eval_seconds")} for h in history]
 
 
 def _train_cli(results: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
@@ -39,8 +38,7 @@ def uninterrupted(tmp_path_factory):
     results = str(tmp_path_factory.mktemp("clean"))
     done = _train_cli(results)
     assert done.returncode == 0, done.stderr
-    folder = run_dir(results, "smoke", "digits", 30.0, 1)
-    return folder
+    return RunConfig(SMOKE, "digits", 30.0, 1).folder(results)
 
 
 @pytest.mark.parametrize("kill_at", ["2:1", "1"])
@@ -49,7 +47,7 @@ def test_kill_9_then_same_command_resumes_to_identical_metrics(tmp_path, uninter
     results = str(tmp_path)
     killed = _train_cli(results, {"LEAKLIB_KILL_AT": kill_at})
     assert killed.returncode == -signal.SIGKILL
-    folder = run_dir(results, "smoke", "digits", 30.0, 1)
+    folder = RunConfig(SMOKE, "digits", 30.0, 1).folder(results)
     assert not (folder / "metrics.json").exists()
     assert read_jsonl(folder / "history.jsonl")  # epoch 1 was saved before the kill
     resumed = _train_cli(results)
@@ -58,13 +56,13 @@ def test_kill_9_then_same_command_resumes_to_identical_metrics(tmp_path, uninter
     assert _strip_times(read_jsonl(folder / "history.jsonl")) == _strip_times(
         read_jsonl(uninterrupted / "history.jsonl"))
     got, want = read_json(folder / "metrics.json"), read_json(uninterrupted / "metrics.json")
-    for key in ("test_acc", "test_sse", "train_sse", "test_sse_window", "config_hash", "epochs"):
+    for key in ("test_acc", "test_sse", "train_sse", "train_sse_eval", "test_sse_window", "config_hash", "epochs"):
         assert got[key] == want[key]
 
 
 def test_finished_run_is_reused_not_retrained(uninterrupted):
     before = {p.name: p.stat().st_mtime_ns for p in uninterrupted.iterdir()}
-    done = _train_cli(str(uninterrupted.parents[3]))
+    done = _train_cli(str(uninterrupted.parents[4]))
     assert done.returncode == 0 and "[reuse]" in done.stdout
     assert before == {p.name: p.stat().st_mtime_ns for p in uninterrupted.iterdir()}
 
@@ -77,12 +75,17 @@ def test_run_folder_holds_config_versions_commit_and_history(uninterrupted):
     assert {"torch", "numpy", "python", "git_commit", "leaklib"} <= set(config["environment"])
     history = read_jsonl(uninterrupted / "history.jsonl")
     assert [h["epoch"] for h in history] == list(range(1, SMOKE.epochs + 1))
-    assert all(0 <= h["test_acc"] <= 1 and h["train_sse"] >= 0 for h in history)
+    assert all(0 <= h["test_acc"] <= 1 and h["train_sse"] >= 0 and h["train_sse_eval"] >= 0 for h in history)
+    assert read_json(uninterrupted / "metrics.json")["status"] == "finished"
+    # the sweep's settings beside its runs, for people browsing results/
+    settings = read_json(uninterrupted.parents[2] / "settings.json")
+    assert settings["variant"] == uninterrupted.parents[2].name == expected.variant()
+    assert settings["leak_grad"] == "detached" and settings["pooling"] == "spiking"
 
 
 def test_trained_model_reloads_and_reproduces_last_test_accuracy(uninterrupted):
     config = RunConfig(SMOKE, "digits", 30.0, 1)
-    model = load_model(config, uninterrupted.parents[3])
+    model = load_model(config, uninterrupted.parents[4])
     from leaklib.data import load_dataset, stratified_subset
 
     test = stratified_subset(load_dataset("digits", "test"), SMOKE.test_subset, seed=0)
@@ -92,28 +95,47 @@ def test_trained_model_reloads_and_reproduces_last_test_accuracy(uninterrupted):
     last = read_jsonl(uninterrupted / "history.jsonl")[-1]
     assert again["accuracy"] == pytest.approx(last["test_acc"])
     assert again["sse"] == pytest.approx(last["test_sse"], rel=1e-5)
+    # the eval-mode train SSE: the fixed train subset, seed 20000*seed + e
+    train = stratified_subset(stratified_subset(load_dataset("digits", "train"), SMOKE.train_subset, seed=0),
+                              SMOKE.train_eval_subset, seed=1)
+    on_train = evaluate_clean(model, train, SMOKE.num_steps, SMOKE.eval_batch_size,
+                              seed=20_000 + SMOKE.epochs - 1, device=torch.device("cpu"))
+    assert on_train["sse"] == pytest.approx(last["train_sse_eval"], rel=1e-5)
 
 
-def test_changed_settings_keep_the_old_run_aside(tmp_path):
+def test_changed_settings_get_their_own_folder_and_switching_back_reuses(tmp_path):
     profile = replace(SMOKE, epochs=1)
-    train_run(RunConfig(profile, "digits", math.inf, 3), tmp_path, progress=False, log=lambda s: None)
-    old_hash = RunConfig(profile, "digits", math.inf, 3).hash()
-    changed = replace(profile, lr=0.05)
+    first = RunConfig(profile, "digits", math.inf, 3)
+    changed = RunConfig(replace(profile, lr=0.05), "digits", math.inf, 3)
+    assert first.folder(tmp_path) != changed.folder(tmp_path)
+    train_run(first, tmp_path, progress=False, log=lambda s: None)
+    train_run(changed, tmp_path, progress=False, log=lambda s: None)
     messages: list[str] = []
-    train_run(RunConfig(changed, "digits", math.inf, 3), tmp_path, progress=False, log=messages.append)
-    folder = run_dir(tmp_path, "smoke", "digits", math.inf, 3)
-    assert (folder.parent / f"seed-3.stale-{old_hash}" / "metrics.json").exists()
-    assert read_json(folder / "metrics.json")["config_hash"] == RunConfig(changed, "digits", math.inf, 3).hash()
-    assert any("[stale]" in m for m in messages)
+    train_run(first, tmp_path, progress=False, log=messages.append)
+    assert any("[reuse]" in m for m in messages)
+    assert read_json(first.folder(tmp_path) / "metrics.json")["config_hash"] == first.hash()
+    assert read_json(changed.folder(tmp_path) / "metrics.json")["config_hash"] == changed.hash()
+    # a run's files are only ever read for its own settings
+    (changed.folder(tmp_path) / "metrics.json").write_text(json.dumps({"config_hash": "0" * 16}))
+    with pytest.raises(ValueError, match="other settings"):
+        load_run(changed, tmp_path)
 
 
-def test_divergence_names_tau_epoch_and_layer(tmp_path):
-    silent = replace(SMOKE, v_th=1e6, epochs=1)
-    with pytest.raises(DivergenceError, match=r"hidden layer 1 .*epoch 1 \(tau_m=100\)"):
-        train_run(RunConfig(silent, "digits", 100.0, 1), tmp_path, progress=False, log=lambda s: None)
-    exploding = replace(SMOKE, lr=1e30, momentum=0.0, epochs=2)
-    with pytest.raises(DivergenceError, match=r"tau_m=inf .*loss is (nan|inf)"):
-        train_run(RunConfig(exploding, "digits", math.inf, 1), tmp_path, progress=False, log=lambda s: None)
+def test_divergence_is_data_naming_tau_epoch_and_layer(tmp_path):
+    silent = RunConfig(replace(SMOKE, v_th=1e6, epochs=2), "digits", 100.0, 1)
+    metrics = train_run(silent, tmp_path, progress=False, log=lambda s: None)
+    assert metrics["status"] == "diverged" and metrics["diverged_epoch"] == 1 and metrics["epochs"] == 0
+    assert "hidden layer 1 " in metrics["reason"] and "epoch 1 (tau_m=100)" in metrics["reason"]
+    assert read_json(silent.folder(tmp_path) / "metrics.json")["status"] == "diverged"
+    exploding = RunConfig(replace(SMOKE, lr=1e30, epochs=2), "digits", math.inf, 1)
+    metrics = train_run(exploding, tmp_path, progress=False, log=lambda s: None)
+    assert metrics["status"] == "diverged" and "tau_m=inf" in metrics["reason"]
+    assert "loss is nan" in metrics["reason"] or "loss is inf" in metrics["reason"]
+    assert metrics["epochs"] == len(read_jsonl(exploding.folder(tmp_path) / "history.jsonl"))
+    # a diverged run is finished: the same command reuses it
+    messages: list[str] = []
+    assert train_run(exploding, tmp_path, progress=False, log=messages.append)["status"] == "diverged"
+    assert any("[reuse]" in m and "diverged" in m for m in messages)
 
 
 def test_sse_loss_by_hand():
@@ -137,7 +159,7 @@ def test_profiles_scale_the_papers_lr_schedule():
     assert get_profile("paper").milestone_epochs() == [70, 100]
     assert get_profile("paper", epochs=15).milestone_epochs() == [7, 10]
     assert get_profile("paper").num_steps == 100 and get_profile("paper").batch_size == 64
-    assert set(PROFILES) == {"smoke", "quick", "paper"}
+    assert set(PROFILES) == {"smoke", "quick", "paper-smoke", "paper"}
     with pytest.raises(ValueError, match="unknown profile"):
         get_profile("fast")
 
@@ -148,10 +170,17 @@ def test_parse_and_format_tau():
         with pytest.raises(ValueError):
             parse_tau(bad)
     assert [format_tau(t) for t in (30.0, 100.0, math.inf, 2.5)] == ["30", "100", "inf", "2.5"]
+    assert format_tau(30.000001) == "30.000001" and parse_tau(format_tau(30.000001)) == 30.000001
+    assert RunConfig(SMOKE, "digits", 30.000001, 1).hash() != RunConfig(SMOKE, "digits", 30.0, 1).hash()
 
 
 def test_run_dir_layout_and_atomic_json(tmp_path):
-    assert run_dir("r", "quick", "digits", math.inf, 2).as_posix() == "r/quick/digits/tau-inf/seed-2"
+    assert run_dir("r", "quick", "digits", math.inf, 2, "ab12cd34").as_posix() == "r/quick/ab12cd34/digits/tau-inf/seed-2"
+    assert run_dir("r", "quick", "digits", 30.000001, 2, "v").name == "seed-2"
+    assert run_dir("r", "quick", "digits", 30.000001, 2, "v").parent.name == "tau-30.000001"
+    for bad in ("", "../x", ".hidden"):
+        with pytest.raises(ValueError):
+            run_dir("r", "quick", "digits", 30.0, 1, bad)
     path = atomic_write_json(tmp_path / "a" / "m.json", {"tau": math.inf, "x": [1, 2.5]})
     assert json.loads(path.read_text()) == {"tau": "inf", "x": [1, 2.5]}
     assert [p.name for p in path.parent.iterdir()] == ["m.json"]  # no temporary file left behind
@@ -204,13 +233,16 @@ def test_paper_profile_trains_the_papers_networks_on_true_format_files(tmp_path,
     # the fixtures are not the real files: skip only the md5 comparison, keep torchvision's loading code
     monkeypatch.setattr(train_module, "load_dataset", partial(load_dataset, verify_checksums=False))
     paper = get_profile("paper")
-    tiny = replace(paper, epochs=1, num_steps=3, batch_size=10, eval_batch_size=6)
+    # T = 48: the deep layers of the CIFAR-10 net first fire after ~30 steps (each pooling and IF layer delays)
+    tiny = replace(paper, epochs=1, num_steps=48, batch_size=4, train_subset=4, test_subset=2, train_eval_subset=2,
+                   eval_batch_size=2)
     config = RunConfig(tiny, dataset, 30.0, 1)
-    assert config.spec == paper.architectures[dataset] and tiny.dropout == 0.25 and tiny.init_gain == 2.5
+    assert config.spec == paper.architectures[dataset] and tiny.dropout == 0.2 and tiny.init_gain == math.sqrt(2)
+    assert (tiny.leak_grad, tiny.correction, tiny.pooling, tiny.momentum) == ("detached", "lee2020", "spiking", 0.0)
     metrics = train_run(config, tmp_path / "r", device="cpu", data_root=tmp_path / "data", progress=False,
                         log=lambda s: None)
-    history = read_jsonl(run_dir(tmp_path / "r", "paper", dataset, 30.0, 1) / "history.jsonl")
+    history = read_jsonl(config.folder(tmp_path / "r") / "history.jsonl")
+    assert metrics["status"] == "finished", metrics.get("reason")
     assert metrics["epochs"] == 1 and len(history) == 1
-    assert read_json(run_dir(tmp_path / "r", "paper", dataset, 30.0, 1) / "config.json")["augment"] == (
-        dataset == "cifar10")
+    assert read_json(config.folder(tmp_path / "r") / "config.json")["augment"] == (dataset == "cifar10")
     assert all(rate > 0 for rate in history[0]["train_spike_rate_per_layer"])  # every layer spiked
