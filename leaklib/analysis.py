@@ -1,26 +1,15 @@
-"""The measurements of Sec. 4.2-4.5: robustness, spectra, generalization, sparsity, and a claims ledger.
+"""One pass over the test set for Table 1 (:func:`measure_clean`), and the names of the analysis modules.
 
-Conventions (design note, "Measurements"; the paper leaves the normalisations open):
-
-* Accuracies are fractions in [0, 1] (as in ``history.jsonl``); figures show percent.
-* Spikes (%) = hidden-layer spikes / (hidden neurons x T) x 100, mean over images (Table 1 row 4).
-* Synaptic operations per image: each input spike of a block (``|spike|``, input-layer spikes
-  included) times the synapses it drives, summed over steps and blocks (Table 1 row 5).
-* ENWSI: L2 norm of ``W_l O_{l-1}[t]`` per hidden layer, mean over steps and images (Fig. 6).
-* Spectra: single-sided power spectrum of a signal of length T with its mean removed, scaled so
-  that the powers sum to the signal's variance; frequency normalised so that 1 = Nyquist (half the
-  step rate). The critical frequency (Sec. 4.3, Fig. 5a-c) is the lowest frequency bin at which the
-  cumulative power (DC excluded) reaches ``fraction`` of the total; a constant signal has no power
-  and gets NaN.
-* Randomness: every encoding pass starts its own generator from ``seed``, so a condition's
-  result does not depend on which other conditions were run (common random numbers across
-  severities), and severity 0 of :func:`evaluate` equals the clean pass of :func:`measure_clean`.
+The measurements of Sec. 4 live in one module per section: :mod:`leaklib.robustness` (Sec. 4.2),
+:mod:`leaklib.spectra` (Sec. 4.3), :mod:`leaklib.generalization` (Sec. 4.4), :mod:`leaklib.sparsity`
+(Sec. 4.5) and :mod:`leaklib.stats` (verdicts). This module measures a network once on the clean
+test set for all of them, and re-exports their functions under their old names.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -28,8 +17,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .encoding import noise_level, noisy_spikes, normalize_images, poisson_spikes
-from .models import SNN, Record
+from .encoding import image_batches, noise_level, noisy_spikes, poisson_spikes
+from .generalization import common_train_sse_range, sse_table, test_sse_at_train_sse
+from .models import SNN
+from .robustness import _device, evaluate, robustness_summary
+from .sparsity import enwsi, spike_rates, synaptic_ops
+from .spectra import (critical_frequency, critical_frequency_frame, input_spectra, spectrum_frame, spectrum_moments,
+                      spike_train_spectrum, target_neuron_critical_frequency)
 from .train import sse_loss
 
 __all__ = [
@@ -47,6 +41,13 @@ __all__ = [
     "verdict",
     "EXPECTATIONS",
     "VERDICTS",
+    "robustness_summary",
+    "values_by_tau",
+    "input_spectra",
+    "critical_frequency_frame",
+    "test_sse_at_train_sse",
+    "common_train_sse_range",
+    "paired_verdict",
 ]
 
 VERDICTS: tuple[str, ...] = ("reproduced", "not reproduced", "inconclusive")
@@ -59,215 +60,6 @@ EXPECTATIONS: tuple[str, ...] = (
     "lif_below_if",           # every finite tau_m below IF
     "similar",                # all means within ``tolerance`` of each other
 )
-
-
-# ----------------------------------------------------------------------------------------------
-# sparsity (Sec. 4.5, Table 1 rows 4-5, Fig. 6)
-
-
-def _check_record(record: Record, model: SNN | None) -> None:
-    if model is not None and [tuple(c.shape[1:]) for c in record.spike_counts] != list(model.hidden_shapes):
-        raise ValueError("record does not come from this model: hidden-layer shapes differ")
-
-
-def spike_rates(record: Record, model: SNN | None = None) -> dict[str, Any]:
-    """Spikes (%) of the hidden layers (Sec. 4.5, Table 1 row 4): ``{"overall": float, "per_layer": [float]}``."""
-    _check_record(record, model)
-    if not record.spike_counts:
-        raise ValueError("record has no hidden layers")
-    totals = [c.flatten(1).sum(1, dtype=torch.float64).mean().item() for c in record.spike_counts]  # per image
-    sizes = [c[0].numel() for c in record.spike_counts]
-    per_layer = [100.0 * s / (n * record.num_steps) for s, n in zip(totals, sizes)]
-    overall = 100.0 * sum(totals) / (sum(sizes) * record.num_steps)
-    return {"overall": overall, "per_layer": per_layer}
-
-
-@torch.no_grad()
-def synaptic_ops(record: Record, model: SNN) -> torch.Tensor:
-    """Synaptic operations per image ``[B]`` (Sec. 4.5, Table 1 row 5): input spikes x synapses driven, all blocks.
-
-    With spiking pooling every spike into a 2x2 window drives one pooling synapse, and every pooling
-    neuron's spike the synapses of the convolution or FC layer above; with average pooling each
-    input spike drives the synapses of its pooled position.
-    """
-    if len(record.input_counts) != len(model.blocks) or len(record.pool_counts) != len(model.blocks):
-        raise ValueError(f"record has {len(record.input_counts)} block inputs, model {len(model.blocks)} blocks")
-    total = None
-    for block, counts, pooled in zip(model.blocks, record.input_counts, record.pool_counts):
-        if pooled is not None:  # linear in the counts: summing over T first is exact
-            ops = counts.flatten(1).sum(1, dtype=torch.float64) + block.synapse_map(pooled).flatten(1).sum(
-                1, dtype=torch.float64)
-        else:
-            ops = block.synapse_map(counts).flatten(1).sum(1, dtype=torch.float64)
-        total = ops if total is None else total + ops
-    assert total is not None
-    return total
-
-
-def enwsi(record: Record) -> list[float]:
-    """ENWSI per hidden layer (Sec. 4.5, Fig. 6): ``||W_l O_{l-1}[t]||_2``, mean over steps and images."""
-    return [norms.double().mean().item() for norms in record.current_norms]
-
-
-# ----------------------------------------------------------------------------------------------
-# spectra (Sec. 4.3, Fig. 4, Fig. 5a-c)
-
-
-def _power(signal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised frequencies ``[F]`` and single-sided power ``[F, ...]`` of ``[T, ...]`` (mean removed, float64)."""
-    num_steps = signal.shape[0]
-    if num_steps < 2:
-        raise ValueError(f"a spectrum needs at least 2 time steps, got T={num_steps}")
-    x = signal.double()
-    x = x - x.mean(0, keepdim=True)
-    power = torch.fft.rfft(x, dim=0).abs().square() / num_steps**2
-    last = power.shape[0] - 1 if num_steps % 2 == 0 else power.shape[0]  # the Nyquist bin is not doubled
-    power[1:last] *= 2.0
-    freqs = torch.fft.rfftfreq(num_steps, dtype=torch.float64, device=signal.device) * 2.0
-    return freqs, power
-
-
-def spike_train_spectrum(spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Input spike-train spectra (Sec. 4.3, Fig. 4): ``(freqs [F], power [B, F])``, per image the mean over its trains.
-
-    ``spikes`` is ``[T, B, ...]`` (e.g. ``[T, B, C, H, W]``); every pixel's train has its mean removed.
-    Average over images (the paper's "averaged over test samples") with ``power.mean(0)``.
-    """
-    if spikes.dim() < 2:
-        raise ValueError(f"spikes must be [T, B, ...], got shape {tuple(spikes.shape)}")
-    trains = spikes.reshape(spikes.shape[0], spikes.shape[1], -1)
-    freqs, power = _power(trains)
-    return freqs, power.mean(2).T.contiguous()
-
-
-def spectrum_moments(freqs: torch.Tensor, power: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Power-weighted mean and standard deviation of the frequency (Fig. 4's band centre and spread), per row.
-
-    ``power`` is ``[..., F]``; rows without power give NaN.
-    """
-    p = power.double()
-    total = p.sum(-1)
-    f = freqs.double().to(p.device)
-    mean = (p * f).sum(-1) / total
-    var = (p * (f - mean.unsqueeze(-1)) ** 2).sum(-1) / total
-    nan = torch.full_like(mean, math.nan)
-    return torch.where(total > 0, mean, nan), torch.where(total > 0, var.clamp_min(0).sqrt(), nan)
-
-
-def spectrum_frame(freqs: torch.Tensor, power: torch.Tensor, **labels: Any) -> pd.DataFrame:
-    """Tidy table of per-image spectra for :func:`leaklib.figures.fig4_spectrum`: image, frequency, power, labels."""
-    if power.dim() != 2 or power.shape[1] != freqs.numel():
-        raise ValueError(f"power must be [B, {freqs.numel()}], got {tuple(power.shape)}")
-    num_images, num_freqs = power.shape
-    frame = pd.DataFrame({
-        "image": np.repeat(np.arange(num_images), num_freqs),
-        "frequency": np.tile(freqs.detach().cpu().numpy(), num_images),
-        "power": power.detach().cpu().double().numpy().reshape(-1),
-    })
-    for key, value in labels.items():
-        frame[key] = value
-    return frame
-
-
-def critical_frequency(signal: torch.Tensor, fraction: float = 0.7) -> torch.Tensor:
-    """Critical frequency (Sec. 4.3, Fig. 5a-c) of each signal ``[T, ...]`` -> ``[...]``; NaN for a constant signal.
-
-    The lowest normalised frequency (1 = Nyquist) at which the cumulative single-sided power, DC
-    excluded, reaches ``fraction`` of the total (mean removed first).
-    """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
-    if signal.dim() < 1:
-        raise ValueError("signal must be [T, ...]")
-    freqs, power = _power(signal)
-    power, freqs = power[1:], freqs[1:]
-    cumulative = power.cumsum(0)
-    total = cumulative[-1]
-    reached = cumulative >= fraction * total * (1.0 - 1e-12)  # tolerate rounding at an exact bin boundary
-    index = reached.to(torch.uint8).argmax(0)
-    result = freqs[index]
-    constant = (signal == signal[:1]).flatten(1).all(0).reshape(result.shape) if signal.dim() > 1 else \
-        (signal == signal[0]).all()
-    return torch.where(constant, torch.full_like(result, math.nan), result)
-
-
-def target_neuron_critical_frequency(record: Record, labels: torch.Tensor, fraction: float = 0.7) -> torch.Tensor:
-    """Critical frequency ``[B]`` of each image's target output current ``W_L O_{L-1}[t]`` (Sec. 4.3, Fig. 5a-c)."""
-    if record.output_currents is None:
-        raise ValueError("record has no output currents")
-    currents = record.output_currents
-    labels = labels.to(currents.device).long()
-    if labels.shape != (currents.shape[1],):
-        raise ValueError(f"labels must be [{currents.shape[1]}], got {tuple(labels.shape)}")
-    target = currents.gather(2, labels.view(1, -1, 1).expand(currents.shape[0], -1, 1)).squeeze(2)  # [T, B]
-    return critical_frequency(target, fraction)
-
-
-# ----------------------------------------------------------------------------------------------
-# robustness (Sec. 4.2, Fig. 3) and the clean measurements of Table 1
-
-
-def _device(model: SNN, device: str | torch.device | None) -> torch.device:
-    return torch.device(device) if device is not None else next(model.parameters()).device
-
-
-def _batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-             device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    if images.dim() != 4 or labels.shape != images.shape[:1]:
-        raise ValueError(f"images must be [N, C, H, W] and labels [N], got {tuple(images.shape)}, "
-                         f"{tuple(labels.shape)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for start in range(0, len(labels), batch_size):
-        yield (normalize_images(images[start:start + batch_size].to(device)),
-               labels[start:start + batch_size].to(device))
-
-
-@torch.no_grad()
-def evaluate(model: SNN, images: torch.Tensor, labels: torch.Tensor, *, num_steps: int,
-             scenarios: Sequence[int] = (1, 2), noises: Sequence[str] = ("gaussian", "impulse"),
-             severities: Iterable[int] = range(0, 9), batch_size: int = 256, seed: int = 0,
-             device: str | torch.device | None = None, progress: bool = True) -> pd.DataFrame:
-    """Accuracy under noisy spike-inputs (Sec. 4.2, Fig. 3): one row per scenario x noise x severity.
-
-    Columns: scenario, noise, severity, level (sigma_s or p_s), accuracy (fraction), n. Images are raw
-    [0, 1]; severity 0 is computed once and repeated for every scenario and noise. Each condition
-    encodes with its own generator started from ``seed`` (deterministic, common random numbers).
-    """
-    dev = _device(model, device)
-    severities = sorted({int(s) for s in severities})
-    for noise in noises:
-        for s in severities:
-            noise_level(noise, s)  # validates both
-    if not scenarios or not noises or not severities:
-        raise ValueError("scenarios, noises and severities must not be empty")
-    conditions: list[tuple[int, str, int]] = [(scenarios[0], noises[0], 0)] if 0 in severities else []
-    conditions += [(sc, noise, s) for sc in scenarios for noise in noises for s in severities if s > 0]
-    batches = math.ceil(len(labels) / batch_size) if batch_size > 0 else 0
-    was_training = model.training
-    model.eval()
-    accuracy: dict[tuple[int, str, int], float] = {}
-    try:
-        with tqdm(total=len(conditions) * batches, desc="noise robustness", leave=False,
-                  disable=not progress) as bar:
-            for scenario, noise, severity in conditions:
-                generator = torch.Generator(device=dev).manual_seed(seed)
-                correct = 0
-                for x, y in _batches(images, labels, batch_size, dev):
-                    prediction = model(noisy_spikes(x, scenario, noise, severity, generator, num_steps))
-                    correct += int((prediction.argmax(1) == y).sum().item())
-                    bar.update(1)
-                accuracy[(scenario, noise, severity)] = correct / len(labels)
-    finally:
-        model.train(was_training)
-    rows = []
-    for scenario in scenarios:
-        for noise in noises:
-            for severity in severities:
-                key = conditions[0] if severity == 0 else (scenario, noise, severity)
-                rows.append({"scenario": int(scenario), "noise": noise, "severity": severity,
-                             "level": noise_level(noise, severity), "accuracy": accuracy[key], "n": len(labels)})
-    return pd.DataFrame(rows, columns=["scenario", "noise", "severity", "level", "accuracy", "n"])
 
 
 @torch.no_grad()
@@ -297,7 +89,7 @@ def measure_clean(model: SNN, images: torch.Tensor, labels: torch.Tensor, *, num
     cf_clean: list[torch.Tensor] = []
     cf_noisy: list[torch.Tensor] = []
     try:
-        for x, y in tqdm(_batches(images, labels, batch_size, dev), total=math.ceil(len(labels) / batch_size),
+        for x, y in tqdm(image_batches(images, labels, batch_size, dev), total=math.ceil(len(labels) / batch_size),
                          desc="clean measurements", leave=False, disable=not progress):
             prediction, record = model(poisson_spikes(x, clean_gen, num_steps), record=True)
             sse += sse_loss(prediction, y, model.num_classes).sum(dtype=torch.float64).item()
@@ -329,43 +121,7 @@ def measure_clean(model: SNN, images: torch.Tensor, labels: torch.Tensor, *, num
 
 
 # ----------------------------------------------------------------------------------------------
-# generalization (Sec. 4.4, Table 1 rows 2-3)
-
-_HISTORY_VALUES = ("train_sse", "test_sse", "train_acc", "test_acc")
-
-
-def sse_table(histories: pd.DataFrame | Iterable[Mapping[str, Any]], fraction: float = 20 / 150,
-              by: Sequence[str] | None = None) -> pd.DataFrame:
-    """Train/test SSE and accuracy averaged over the last ``fraction`` of epochs (Sec. 4.4, Table 1 rows 2-3).
-
-    ``histories``: per-epoch records (e.g. :func:`leaklib.sweep.history_table`) with epoch, train_sse,
-    test_sse, train_acc, test_acc and key columns ``by`` (default: whichever of dataset, tau_m, seed
-    exist). The window is ``max(1, round(fraction * epochs))`` epochs (20 of 150), as ``metrics.json``.
-    Returns one row per key with the four means, ``epochs`` and ``window``.
-    """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
-    table = histories if isinstance(histories, pd.DataFrame) else pd.DataFrame(list(histories))
-    missing = [c for c in ("epoch",) + _HISTORY_VALUES if c not in table.columns]
-    if missing:
-        raise KeyError(f"history records lack {', '.join(missing)}")
-    keys = list(by) if by is not None else [c for c in ("dataset", "tau_m", "seed") if c in table.columns]
-    rows = []
-    groups = table.groupby(keys, sort=False) if keys else [((), table)]
-    for key, group in groups:
-        group = group.sort_values("epoch")
-        if group["epoch"].duplicated().any():
-            raise ValueError(f"duplicate epochs in the history of {key}; pass the key columns as `by`")
-        window = max(1, round(fraction * len(group)))
-        last = group.tail(window)
-        key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(keys, key)), **{c: float(last[c].mean()) for c in _HISTORY_VALUES},
-                     "epochs": len(group), "window": window})
-    return pd.DataFrame(rows, columns=keys + list(_HISTORY_VALUES) + ["epochs", "window"])
-
-
-# ----------------------------------------------------------------------------------------------
-# claims ledger (Sec. 4)
+# the overlap rule of the first ledger (superseded by leaklib.stats)
 
 
 def _tau_name(tau: float) -> str:
@@ -442,45 +198,6 @@ def verdict(values_by_tau: Mapping[float, Sequence[float]],
     return "reproduced", f"every pair separated in the claimed direction: {summary}"
 
 
-# ----------------------------------------------------------------------------------------------
-# chapter tables: robustness per condition (Sec. 4.2, Fig. 3), input spectra and critical
-# frequencies in long form (Sec. 4.3, Fig. 4, Fig. 5a-c)
-
-__all__ += ["robustness_summary", "values_by_tau", "input_spectra", "critical_frequency_frame"]
-
-_RUN_KEYS = ("dataset", "tau_m", "seed")
-
-
-def robustness_summary(table: pd.DataFrame, noisy_severities: Iterable[int] = range(1, 9)) -> pd.DataFrame:
-    """Fig. 3 condensed (Sec. 4.2): one row per run x scenario x noise.
-
-    ``table``: :func:`evaluate` rows (e.g. :func:`leaklib.sweep.robustness_table`) with scenario,
-    noise, severity, accuracy and key columns (whichever of dataset, tau_m, seed exist). Columns:
-    ``clean`` (severity 0), ``mean_noisy`` (mean over ``noisy_severities``), ``worst_severity`` (the
-    highest of them), ``at_worst`` (accuracy there) and ``drop = clean - at_worst``. Every group
-    must hold severity 0 and every noisy severity exactly once.
-    """
-    noisy = sorted({int(s) for s in noisy_severities})
-    if not noisy or noisy[0] < 1:
-        raise ValueError(f"noisy_severities must be non-empty and >= 1, got {noisy}")
-    missing = [c for c in ("scenario", "noise", "severity", "accuracy") if c not in table.columns]
-    if missing:
-        raise KeyError(f"robustness table lacks {', '.join(missing)}")
-    keys = [c for c in _RUN_KEYS if c in table.columns] + ["scenario", "noise"]
-    rows = []
-    for key, group in table.groupby(keys, sort=False):
-        by_severity = group.set_index("severity")["accuracy"]
-        if by_severity.index.duplicated().any():
-            raise ValueError(f"duplicate severities in group {key}")
-        absent = [s for s in [0] + noisy if s not in by_severity.index]
-        if absent:
-            raise ValueError(f"group {key} lacks severities {absent}")
-        clean, worst = float(by_severity[0]), float(by_severity[noisy[-1]])
-        rows.append({**dict(zip(keys, key)), "clean": clean,
-                     "mean_noisy": float(by_severity[noisy].mean()), "worst_severity": noisy[-1],
-                     "at_worst": worst, "drop": clean - worst})
-    return pd.DataFrame(rows, columns=keys + ["clean", "mean_noisy", "worst_severity", "at_worst", "drop"])
-
 
 def values_by_tau(table: pd.DataFrame, value: str, **where: Any) -> dict[float, list[float]]:
     """``{tau_m: [value per row]}`` over the rows whose columns equal ``where`` (the input of :func:`verdict`)."""
@@ -497,118 +214,7 @@ def values_by_tau(table: pd.DataFrame, value: str, **where: Any) -> dict[float, 
     return {float(tau): [float(v) for v in part[value]] for tau, part in rows.groupby("tau_m", sort=False)}
 
 
-@torch.no_grad()
-def input_spectra(images: torch.Tensor, *, num_steps: int, conditions: Mapping[str, tuple[int, str, int]],
-                  seed: int = 0, batch_size: int = 256,
-                  device: str | torch.device | None = None) -> pd.DataFrame:
-    """Fig. 4's data (Sec. 4.3): per-image spectra of the input spike trains under each condition.
 
-    ``images`` raw [0, 1] ``[N, C, H, W]``, normalised and coded as in :func:`evaluate`;
-    ``conditions`` maps a name to ``(scenario, noise, severity)`` (severity 0 = clean coding). Each
-    condition starts its own generator from ``seed``. Returns :func:`spectrum_frame` rows (image,
-    frequency, power) with a ``condition`` column, conditions in the given order.
-    """
-    if not conditions:
-        raise ValueError("conditions must not be empty")
-    dev = torch.device(device) if device is not None else images.device
-    labels = torch.zeros(len(images), dtype=torch.long)
-    frames = []
-    for name, (scenario, noise, severity) in conditions.items():
-        generator = torch.Generator(device=dev).manual_seed(seed)
-        powers, freqs = [], None
-        for x, _ in _batches(images, labels, batch_size, dev):
-            freqs, power = spike_train_spectrum(noisy_spikes(x, scenario, noise, severity, generator, num_steps))
-            powers.append(power.cpu())
-        assert freqs is not None
-        frames.append(spectrum_frame(freqs.cpu(), torch.cat(powers), condition=name))
-    return pd.concat(frames, ignore_index=True)
-
-
-def critical_frequency_frame(table: pd.DataFrame,
-                             columns: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Fig. 5a-c's data in long form (Sec. 4.3): one row per run x condition x image, NaN kept.
-
-    ``table``: :func:`leaklib.sweep.clean_table` rows, whose per-image lists live in the columns
-    ``columns`` maps to condition names (default: critical_frequency -> clean,
-    critical_frequency_noisy -> noisy). Columns: the run keys present, condition, image, critical_frequency.
-    """
-    columns = dict(columns or {"critical_frequency": "clean", "critical_frequency_noisy": "noisy"})
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise KeyError(f"table lacks {', '.join(missing)}")
-    keys = [c for c in _RUN_KEYS if c in table.columns]
-    rows = []
-    for _, run in table.iterrows():
-        for column, condition in columns.items():
-            for image, value in enumerate(run[column]):
-                rows.append({**{k: run[k] for k in keys}, "condition": condition, "image": image,
-                             "critical_frequency": float(value)})
-    return pd.DataFrame(rows, columns=keys + ["condition", "image", "critical_frequency"])
-
-
-# ----------------------------------------------------------------------------------------------
-# generalization at equal training SSE (Sec. 4.4, Fig. 5d-e)
-
-__all__ += ["test_sse_at_train_sse", "common_train_sse_range"]
-
-
-def test_sse_at_train_sse(history: pd.DataFrame | Iterable[Mapping[str, Any]],
-                          train_sse_values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """One run's test SSE at given train-SSE values, read off its trajectory (Sec. 4.4, Fig. 5d-e).
-
-    ``history``: that run's per-epoch records (epoch, train_sse, test_sse). Consecutive epochs are
-    joined by straight lines in (log train SSE, log test SSE), as Fig. 5d-e draws them; a value is
-    the test SSE where that line crosses it. Training is not always monotone: where the trajectory
-    crosses a value several times the *last* crossing counts (the state reached latest in training,
-    "as training progresses towards the end"). Values outside the trajectory give NaN.
-    """
-    table = history if isinstance(history, pd.DataFrame) else pd.DataFrame(list(history))
-    missing = [c for c in ("epoch", "train_sse", "test_sse") if c not in table.columns]
-    if missing:
-        raise KeyError(f"history records lack {', '.join(missing)}")
-    table = table.sort_values("epoch")
-    if table["epoch"].duplicated().any():
-        raise ValueError("duplicate epochs: pass one run's history")
-    train = table["train_sse"].to_numpy(dtype=float)
-    test = table["test_sse"].to_numpy(dtype=float)
-    if (train <= 0).any() or (test <= 0).any() or not (np.isfinite(train).all() and np.isfinite(test).all()):
-        raise ValueError("train and test SSE must be finite and positive (log axes)")
-    x, y = np.log(train), np.log(test)
-    targets = np.log(np.asarray(train_sse_values, dtype=float).reshape(-1))
-    result = np.full(targets.shape, math.nan)
-    for k, target in enumerate(targets):
-        if len(x) == 1:
-            if target == x[0]:
-                result[k] = test[0]
-            continue
-        for i in range(len(x) - 2, -1, -1):  # last segment first
-            lo, hi = min(x[i], x[i + 1]), max(x[i], x[i + 1])
-            if lo <= target <= hi:
-                w = 0.0 if hi == lo else (target - x[i]) / (x[i + 1] - x[i])
-                result[k] = math.exp(y[i] + w * (y[i + 1] - y[i]))
-                break
-    return result
-
-
-def common_train_sse_range(histories: pd.DataFrame, by: Sequence[str] | None = None) -> tuple[float, float]:
-    """The train-SSE interval every run's trajectory covers: (largest per-run minimum, smallest per-run maximum).
-
-    ``histories``: per-epoch records of several runs (e.g. :func:`leaklib.sweep.history_table`), keyed
-    by ``by`` (default: whichever of dataset, tau_m, seed exist). Raises if the runs share no interval.
-    """
-    if "train_sse" not in histories.columns:
-        raise KeyError("history records lack train_sse")
-    keys = list(by) if by is not None else [c for c in ("dataset", "tau_m", "seed") if c in histories.columns]
-    grouped = histories.groupby(keys, sort=False)["train_sse"] if keys else None
-    low = float(grouped.min().max()) if keys else float(histories["train_sse"].min())
-    high = float(grouped.max().min()) if keys else float(histories["train_sse"].max())
-    if not low <= high:
-        raise ValueError(f"the runs' train-SSE ranges do not overlap (largest minimum {low:.4g} > "
-                         f"smallest maximum {high:.4g})")
-    return low, high
-
-
-__all__ += ["paired_verdict"]
 
 
 def paired_verdict(before: Mapping[float, Sequence[float]], after: Mapping[float, Sequence[float]],

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
+
 import sys
 import time
 from dataclasses import dataclass, field

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis import VERDICTS, common_train_sse_range, sse_table, test_sse_at_train_sse, values_by_tau, verdict
+from .analysis import VERDICTS, values_by_tau, verdict
+from .generalization import common_train_sse_range, sse_table, test_sse_at_train_sse
 from .paper import PAPER_CRITICAL_FREQUENCY, PAPER_TABLE1, TABLE1_ROWS
 from .profiles import format_tau
 

@@ -12,6 +12,7 @@ The eight severities live in :data:`SEVERITY_TABLE`, the one place they are defi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 import torch
@@ -25,6 +26,7 @@ __all__ = [
     "normalize_images",
     "poisson_spikes",
     "noisy_spikes",
+    "image_batches",
 ]
 
 NOISE_TYPES: tuple[str, ...] = ("gaussian", "impulse")
@@ -112,3 +114,16 @@ def noisy_spikes(x: torch.Tensor, scenario: Literal[1, 2], noise: str, severity:
         return spikes + level * torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
     hit, value = _impulse(shape, x, level, generator)
     return torch.where(hit, value, spikes)
+
+
+def image_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                  device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised images (Sec. 4.1) and labels in batches of ``batch_size`` on ``device``; raw images are [N, C, H, W]."""
+    if images.dim() != 4 or labels.shape != images.shape[:1]:
+        raise ValueError(f"images must be [N, C, H, W] and labels [N], got {tuple(images.shape)}, "
+                         f"{tuple(labels.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, len(labels), batch_size):
+        yield (normalize_images(images[start:start + batch_size].to(device)),
+               labels[start:start + batch_size].to(device))
