@@ -83,36 +83,44 @@ def _run(kernel, *args) -> None:
 
 if numba is not None:
 
+    # The kernels call one function per time step on rows of the [T, N] arrays. Written as one
+    # loop nest instead, LLVM hoists the vectoriser's run-time aliasing check out of the loop over
+    # t; for the backward (t descending, reading the row just written) that check fails and the
+    # whole scan runs scalar, 3-4x slower (see benchmarks/README.md).
+
+    @_njit
+    def _forward_step(cur_t, spikes_t, v, count, trace, beta, v_th):  # pragma: no cover - compiled
+        for n in range(cur_t.shape[0]):  # contiguous, independent neurons: vectorised
+            u = v[n] + cur_t[n]
+            fired = u > v_th
+            spikes_t[n] = fired
+            # keep = beta - beta*o in {beta, 0} (dtype * bool stays in the dtype): u*keep is the
+            # product beta*u of the reference, or 0
+            v[n] = u * (beta - beta * fired)
+            count[n] += fired
+            trace[n] = trace[n] * beta + fired
+
     @_njit
     def _forward_kernel(cur, params, spikes, count, trace):  # pragma: no cover - compiled
         """Algorithm 2 over ``cur [T, N]``; ``params = [beta, v_th]`` in ``cur``'s dtype."""
-        num_steps, n_neurons = cur.shape
-        beta = params[0]
-        v_th = params[1]
-        v = np.zeros(n_neurons, cur.dtype)
-        for t in range(num_steps):
-            for n in range(n_neurons):  # contiguous, independent neurons: vectorised
-                u = v[n] + cur[t, n]
-                fired = u > v_th
-                spikes[t, n] = fired
-                # keep = beta - beta*o in {beta, 0} (dtype * bool stays in the dtype): u*keep is
-                # the product beta*u of the reference, or 0
-                v[n] = u * (beta - beta * fired)
-                count[n] += fired
-                trace[n] = trace[n] * beta + fired
+        v = np.zeros(cur.shape[1], cur.dtype)
+        for t in range(cur.shape[0]):
+            _forward_step(cur[t], spikes[t], v, count, trace, params[0], params[1])
+
+    @_njit
+    def _backward_step(spikes_t, grad_out_t, coef, grad_beta, grad_next, grad_t):  # pragma: no cover - compiled
+        for n in range(grad_out_t.shape[0]):
+            fired = spikes_t[n]  # uint8 0/1; dtype * uint8 stays in the dtype
+            grad_t[n] = coef[n] * grad_out_t[n] * fired + (grad_beta - grad_beta * fired) * grad_next[n]
 
     @_njit
     def _backward_kernel(spikes, grad_out, coef, params, grad):  # pragma: no cover - compiled
         """BPTT of Algorithm 2 with the Eq. 5 surrogate; ``coef [N] = scale*corr``, ``params = [grad_beta]``."""
-        num_steps, n_neurons = grad_out.shape
-        grad_beta = params[0]
-        last = num_steps - 1
-        for n in range(n_neurons):
-            grad[last, n] = coef[n] * grad_out[last, n] * spikes[last, n]
+        last = grad_out.shape[0] - 1
+        zeros = np.zeros(grad_out.shape[1], grad_out.dtype)  # dL/dI[T] = 0
+        _backward_step(spikes[last], grad_out[last], coef, params[0], zeros, grad[last])
         for t in range(last - 1, -1, -1):
-            for n in range(n_neurons):
-                fired = spikes[t, n]  # uint8 0/1; dtype * uint8 stays in the dtype
-                grad[t, n] = coef[n] * grad_out[t, n] * fired + (grad_beta - grad_beta * fired) * grad[t + 1, n]
+            _backward_step(spikes[t], grad_out[t], coef, params[0], grad[t + 1], grad[t])
 
 
 def _require_numba() -> None:
