@@ -75,9 +75,10 @@ def _run(kernel, *args) -> None:
     """Call a kernel; if saving the compiled code to the cache fails, go on without the cache."""
     try:
         kernel(*args)
-    except OSError as exc:  # the compiled overload is already registered; only the disk write failed
+    except OSError as exc:  # the compiled code is registered in memory; only the disk write failed
         warnings.warn(f"leaklib.scan_cpu: numba cache disabled ({exc})", RuntimeWarning, stacklevel=3)
-        kernel._cache = numba.core.caching.NullCache()
+        for dispatcher in (_forward_step, _forward_kernel, _backward_step, _backward_kernel):
+            dispatcher._cache = numba.core.caching.NullCache()
         kernel(*args)
 
 
@@ -86,7 +87,7 @@ if numba is not None:
     # The kernels call one function per time step on rows of the [T, N] arrays. Written as one
     # loop nest instead, LLVM hoists the vectoriser's run-time aliasing check out of the loop over
     # t; for the backward (t descending, reading the row just written) that check fails and the
-    # whole scan runs scalar, 3-4x slower (see benchmarks/README.md).
+    # whole scan runs scalar, 1.7-3.8x slower (see benchmarks/README.md).
 
     @_njit
     def _forward_step(cur_t, spikes_t, v, count, trace, beta, v_th):  # pragma: no cover - compiled
@@ -130,7 +131,7 @@ def _require_numba() -> None:
 
 def _check_tensor(name: str, x, dtypes=_DTYPES) -> None:
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.device.type != "cpu":
         raise ValueError(f"{name} must be a CPU tensor (the numba scan runs on the CPU), got device {x.device}")
     if x.dtype not in dtypes:
@@ -151,7 +152,8 @@ def _as_2d(x: torch.Tensor) -> torch.Tensor:
     return x.view(x.shape[0], -1)
 
 
-def scan_forward(currents: torch.Tensor, beta: float, v_th: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def scan_forward(currents: torch.Tensor, beta: float,
+                 v_th: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Spikes, spike count and leaky spike trace of IF/LIF neurons driven by ``currents [T, ...]``.
 
     Algorithm 2 with ``beta = exp(-1/tau_m)`` (1: IF) and threshold ``v_th`` (Eq. 2, strict ``>``).

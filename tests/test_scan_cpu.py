@@ -313,7 +313,7 @@ def test_forward_rejects_bad_input():
         scan_cpu.scan_forward(torch.zeros(3, 4, dtype=torch.int32), 0.9, 1.0)
     with pytest.raises(ValueError, match="dtype"):
         scan_cpu.scan_forward(torch.zeros(3, 4, dtype=torch.float16), 0.9, 1.0)
-    with pytest.raises(ValueError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match="torch.Tensor"):
         scan_cpu.scan_forward([[1.0]], 0.9, 1.0)
     for beta in (0.0, 1.5, math.nan):
         with pytest.raises(ValueError, match="beta"):
@@ -342,6 +342,15 @@ def test_backward_rejects_bad_input():
         scan_cpu.scan_backward(spikes, g, 0.9, math.inf, None)
     with pytest.raises(ValueError, match="grad_beta"):
         scan_cpu.scan_backward(spikes, g, math.nan, 1.0, None)
+
+
+def test_without_numba_not_available_and_functions_refuse(monkeypatch):
+    monkeypatch.setattr(scan_cpu, "numba", None)
+    assert scan_cpu.available() is False
+    with pytest.raises(RuntimeError, match="numba is not installed"):
+        scan_cpu.scan_forward(torch.ones(2, 3), 0.9, 1.0)
+    with pytest.raises(RuntimeError, match="numba is not installed"):
+        scan_cpu.scan_backward(torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 3), 0.9, 1.0, None)
 
 
 def test_available_respects_environment(monkeypatch):
@@ -378,6 +387,13 @@ _CACHE_SCRIPT = textwrap.dedent("""
         warnings.simplefilter("always")
         assert scan_cpu.scan_forward(x, 1.0, 1.0)[0].tolist() == [[False, True], [True, False]]
     assert any("cache disabled" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    # the other dtype and the backward compile without another warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s, _, _ = scan_cpu.scan_forward(x.double(), 1.0, 1.0)
+        g = scan_cpu.scan_backward(s, torch.ones(2, 2, dtype=torch.float64), 1.0, 1.0, None)
+        # o = [[0, 1], [1, 0]], g = 1, IF: dI[1] = o[1] = [1, 0]; dI[0] = o[0] + (1 - o[0]) * dI[1] = [1, 1]
+        assert g.tolist() == [[1.0, 1.0], [1.0, 0.0]]
     print("OK")
 """)
 
