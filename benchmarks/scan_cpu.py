@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -399,6 +398,7 @@ def time_layers(args, cpp=None):
             spk_u8 = spk_n.view(torch.uint8)
             s_c, c_c, t_c = cpp.scan_fwd(currents, beta, v_th)
             assert torch.equal(s_c, spk_u8) and torch.equal(c_c, cnt_n), name
+            torch.testing.assert_close(t_c, tr_n)
             torch.testing.assert_close(cpp.scan_bwd(spk_u8, grad_spikes, coef, beta), grad_n)
             contenders["C++"] = (lambda: cpp.scan_fwd(currents, beta, v_th)[0].to(dtype),
                                  lambda: cpp.scan_bwd(spk_u8, grad_spikes, coef, beta))
