@@ -1,0 +1,224 @@
+"""Compiled CPU scan of an IF/LIF layer over T (Algorithm 2) and its BPTT backward (Eq. 5), via numba.
+
+The currents ``[T, ...]`` are viewed as a flat ``[T, N]`` array (``N`` = neurons of a layer times
+batch). Forward, per neuron, from ``v = 0`` (Algorithm 2, reset to rest)::
+
+    u = v + I[t]
+    o[t] = 1 if u > v_th else 0          # Eq. 2, strictly greater
+    v = u * keep,  keep = beta if o[t] == 0 else 0
+
+with ``beta = exp(-1/tau_m)`` (1 for the IF neuron, ``tau_m = inf``). The same pass accumulates,
+per neuron, the spike count ``sum_t o[t]`` and the leaky spike trace ``trace <- beta*trace + o[t]``
+(``= sum_t beta**(T-1-t) o[t]``), from which a leak correction can be computed.
+
+Backward (BPTT with the Eq. 5 surrogate ``dO/dU = scale * (O > 0)``, ``scale = 1/(v_th + eps)``),
+given ``g = dL/do``::
+
+    dL/dI[T-1] = scale * corr * g[T-1] * o[T-1]
+    dL/dI[t]   = scale * corr * g[t] * o[t] + grad_beta * (1 - o[t]) * dL/dI[t+1]
+
+``grad_beta = beta`` is the exact gradient of the leak; ``grad_beta = 1`` treats the leak as
+detached (as in the reference training code of Lee et al. 2020). ``corr`` is an optional
+per-neuron multiplier of the surrogate (None: 1).
+
+Exactness. The spikes are bit-identical to the per-step torch reference
+``v = beta * u * (1 - o)`` for float32 and float64: every scalar is rounded to the currents' dtype
+before it enters the kernel (as torch rounds a Python scalar against a tensor), the loops compute
+in that dtype only (numba would promote ``float32 * float`` to float64), and floating-point
+contraction is off (``fastmath=False``: no fused multiply-add of ``u*keep`` into the next ``v + I``).
+
+Speed. The inner loops are branchless (the spike enters as 0/1 arithmetic) and run over the
+contiguous neuron axis inside the loop over ``t``, so they vectorise; the kernels are
+single-threaded (one process per core trains best on a small shared CPU; see
+``benchmarks/README.md``). They are compiled on first use per dtype and cached on disk
+(numba's ``cache=True``: next to this file, else in the user cache directory); where no cache
+directory is writable the kernels are compiled in memory only.
+
+Tensors are shared with numpy without copies (``.numpy()`` on contiguous CPU tensors); a
+non-contiguous input is made contiguous first.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+import numpy as np
+import torch
+
+__all__ = ["available", "scan_forward", "scan_backward"]
+
+try:  # numba is optional: without it the torch scan of leaklib.neurons is used
+    import numba
+except Exception:  # noqa: BLE001 -- any import failure (missing, broken llvmlite) means "not available"
+    numba = None
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+def available() -> bool:
+    """numba importable and not switched off by the environment variable ``LEAKLIB_NUMBA=0``."""
+    return numba is not None and os.environ.get("LEAKLIB_NUMBA", "1") != "0"
+
+
+def _njit(fn):
+    """``numba.njit`` with the on-disk cache, or without it where no cache directory is writable."""
+    options = dict(fastmath=False, nogil=True, boundscheck=False)
+    try:
+        return numba.njit(cache=True, **options)(fn)
+    except RuntimeError:  # "cannot cache function ...: no locator available" (no writable directory)
+        return numba.njit(cache=False, **options)(fn)
+
+
+def _run(kernel, *args) -> None:
+    """Call a kernel; if saving the compiled code to the cache fails, go on without the cache."""
+    try:
+        kernel(*args)
+    except OSError as exc:  # the compiled code is registered in memory; only the disk write failed
+        warnings.warn(f"leaklib.scan_cpu: numba cache disabled ({exc})", RuntimeWarning, stacklevel=3)
+        for dispatcher in (_forward_step, _forward_kernel, _backward_step, _backward_kernel):
+            dispatcher._cache = numba.core.caching.NullCache()
+        kernel(*args)
+
+
+if numba is not None:
+
+    # The kernels call one function per time step on rows of the [T, N] arrays. Written as one
+    # loop nest instead, LLVM hoists the vectoriser's run-time aliasing check out of the loop over
+    # t; for the backward (t descending, reading the row just written) that check fails and the
+    # whole scan runs scalar, 1.7-3.8x slower (see benchmarks/README.md).
+
+    @_njit
+    def _forward_step(cur_t, spikes_t, v, count, trace, beta, v_th):  # pragma: no cover - compiled
+        for n in range(cur_t.shape[0]):  # contiguous, independent neurons: vectorised
+            u = v[n] + cur_t[n]
+            fired = u > v_th
+            spikes_t[n] = fired
+            # keep = beta - beta*o in {beta, 0} (dtype * bool stays in the dtype): u*keep is the
+            # product beta*u of the reference, or 0
+            v[n] = u * (beta - beta * fired)
+            count[n] += fired
+            trace[n] = trace[n] * beta + fired
+
+    @_njit
+    def _forward_kernel(cur, params, spikes, count, trace):  # pragma: no cover - compiled
+        """Algorithm 2 over ``cur [T, N]``; ``params = [beta, v_th]`` in ``cur``'s dtype."""
+        v = np.zeros(cur.shape[1], cur.dtype)
+        for t in range(cur.shape[0]):
+            _forward_step(cur[t], spikes[t], v, count, trace, params[0], params[1])
+
+    @_njit
+    def _backward_step(spikes_t, grad_out_t, coef, grad_beta, grad_next, grad_t):  # pragma: no cover - compiled
+        for n in range(grad_out_t.shape[0]):
+            fired = spikes_t[n]  # uint8 0/1; dtype * uint8 stays in the dtype
+            grad_t[n] = coef[n] * grad_out_t[n] * fired + (grad_beta - grad_beta * fired) * grad_next[n]
+
+    @_njit
+    def _backward_kernel(spikes, grad_out, coef, params, grad):  # pragma: no cover - compiled
+        """BPTT of Algorithm 2 with the Eq. 5 surrogate; ``coef [N] = scale*corr``, ``params = [grad_beta]``."""
+        last = grad_out.shape[0] - 1
+        zeros = np.zeros(grad_out.shape[1], grad_out.dtype)  # dL/dI[T] = 0
+        _backward_step(spikes[last], grad_out[last], coef, params[0], zeros, grad[last])
+        for t in range(last - 1, -1, -1):
+            _backward_step(spikes[t], grad_out[t], coef, params[0], grad[t + 1], grad[t])
+
+
+def _require_numba() -> None:
+    if numba is None:
+        raise RuntimeError("numba is not installed; use the torch scan of leaklib.neurons")
+
+
+def _check_tensor(name: str, x, dtypes=_DTYPES) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.device.type != "cpu":
+        raise ValueError(f"{name} must be a CPU tensor (the numba scan runs on the CPU), got device {x.device}")
+    if x.dtype not in dtypes:
+        allowed = ", ".join(str(d) for d in dtypes)
+        raise ValueError(f"{name} must have dtype {allowed}, got {x.dtype}")
+
+
+def _check_time_major(name: str, x: torch.Tensor) -> None:
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise ValueError(f"{name} must have shape [T, ...] with T >= 1, got {tuple(x.shape)}")
+
+
+def _as_2d(x: torch.Tensor) -> torch.Tensor:
+    """``[T, ...]`` -> contiguous ``[T, N]`` (a view when already contiguous), detached."""
+    x = x.detach()
+    if not x.is_contiguous():
+        x = x.contiguous()
+    return x.view(x.shape[0], -1)
+
+
+def scan_forward(currents: torch.Tensor, beta: float,
+                 v_th: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Spikes, spike count and leaky spike trace of IF/LIF neurons driven by ``currents [T, ...]``.
+
+    Algorithm 2 with ``beta = exp(-1/tau_m)`` (1: IF) and threshold ``v_th`` (Eq. 2, strict ``>``).
+
+    Returns ``(spikes, count, trace)``: ``spikes`` is a ``torch.bool`` tensor of ``currents``'
+    shape; ``count = sum_t o[t]`` and ``trace = sum_t beta**(T-1-t) o[t]`` have shape
+    ``currents.shape[1:]`` and ``currents``' dtype (float32 or float64).
+    """
+    _require_numba()
+    _check_tensor("currents", currents)
+    _check_time_major("currents", currents)
+    beta, v_th = float(beta), float(v_th)
+    if not 0.0 < beta <= 1.0:
+        raise ValueError(f"beta = exp(-1/tau_m) must be in (0, 1], got {beta!r}")
+    if not (v_th > 0.0 and math.isfinite(v_th)):
+        raise ValueError(f"v_th must be finite and > 0, got {v_th!r}")
+    cur = _as_2d(currents)
+    num_steps, n_neurons = cur.shape
+    spikes = torch.empty((num_steps, n_neurons), dtype=torch.uint8)
+    count = torch.zeros(n_neurons, dtype=cur.dtype)
+    trace = torch.zeros(n_neurons, dtype=cur.dtype)
+    if n_neurons > 0:
+        np_dtype = cur.numpy().dtype
+        params = np.array([beta, v_th], dtype=np_dtype)  # rounded to the dtype, as torch does
+        _run(_forward_kernel, cur.numpy(), params, spikes.numpy(), count.numpy(), trace.numpy())
+    shape = currents.shape
+    return spikes.view(torch.bool).view(shape), count.view(shape[1:]), trace.view(shape[1:])
+
+
+def scan_backward(spikes_bool: torch.Tensor, grad_spikes: torch.Tensor, grad_beta: float, scale: float,
+                  corr: torch.Tensor | None) -> torch.Tensor:
+    """``dL/dI [T, ...]`` of the scan (BPTT through Algorithm 2 with the Eq. 5 surrogate).
+
+    ``dL/dI[t] = scale*corr*g[t]*o[t] + grad_beta*(1 - o[t])*dL/dI[t+1]`` with ``g = grad_spikes``
+    (``dL/do``), ``o = spikes_bool`` from :func:`scan_forward`, ``scale = 1/(v_th + eps)``,
+    ``grad_beta`` = ``beta`` (exact leak gradient) or 1 (detached leak), and ``corr`` a per-neuron
+    multiplier of shape ``spikes_bool.shape[1:]`` or ``[N]`` (None: 1). Returned in
+    ``grad_spikes``' dtype.
+    """
+    _require_numba()
+    _check_tensor("spikes_bool", spikes_bool, (torch.bool,))
+    _check_tensor("grad_spikes", grad_spikes)
+    _check_time_major("spikes_bool", spikes_bool)
+    if grad_spikes.shape != spikes_bool.shape:
+        raise ValueError(f"grad_spikes must have the shape of spikes_bool {tuple(spikes_bool.shape)}, "
+                         f"got {tuple(grad_spikes.shape)}")
+    grad_beta, scale = float(grad_beta), float(scale)
+    if not math.isfinite(grad_beta):
+        raise ValueError(f"grad_beta must be finite, got {grad_beta!r}")
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale!r}")
+    g = _as_2d(grad_spikes)
+    spk = _as_2d(spikes_bool).view(torch.uint8)
+    num_steps, n_neurons = g.shape
+    if corr is None:
+        coef = torch.full((n_neurons,), scale, dtype=g.dtype)
+    else:
+        _check_tensor("corr", corr, (torch.float16, torch.bfloat16, torch.float32, torch.float64))
+        neuron_shape = tuple(spikes_bool.shape[1:])
+        if tuple(corr.shape) not in (neuron_shape, (n_neurons,)):
+            raise ValueError(f"corr must have shape {neuron_shape} or ({n_neurons},) (one value per neuron), "
+                             f"got {tuple(corr.shape)}")
+        coef = corr.detach().reshape(n_neurons).to(g.dtype) * scale
+    grad = torch.empty((num_steps, n_neurons), dtype=g.dtype)
+    if n_neurons > 0:
+        params = np.array([grad_beta], dtype=g.numpy().dtype)
+        _run(_backward_kernel, spk.numpy(), g.numpy(), coef.contiguous().numpy(), params, grad.numpy())
+    return grad.view(grad_spikes.shape)

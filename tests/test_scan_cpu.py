@@ -1,0 +1,408 @@
+"""Tests of leaklib.scan_cpu: the numba scan of Algorithm 2 and its BPTT backward (Eq. 5 surrogate).
+
+Expected values come from an independent per-step torch computation written in this file (the
+forward recurrence, and autograd through a straight-through spike function), or are worked out by
+hand in the comments; never from running the code under test.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("numba")
+
+from leaklib import scan_cpu  # noqa: E402
+
+TAUS = [5.0, 30.0, 100.0, math.inf]
+DTYPES = [torch.float32, torch.float64]
+SHAPES = [(60, 37), (25, 3, 4, 5), (1, 9), (8, 1), (1,), (1, 1)]
+
+
+def _beta(tau_m: float) -> float:
+    return 1.0 if math.isinf(tau_m) else math.exp(-1.0 / tau_m)
+
+
+def ref_forward(currents: torch.Tensor, beta: float, v_th: float) -> torch.Tensor:
+    """Per-step reference of Algorithm 2 in torch ops (spikes in the currents' dtype)."""
+    v = torch.zeros_like(currents[0])
+    out = []
+    for t in range(currents.shape[0]):
+        u = v + currents[t]
+        o = (u > v_th).to(currents.dtype)
+        out.append(o)
+        v = beta * u * (1.0 - o)
+    return torch.stack(out)
+
+
+class _Spike(torch.autograd.Function):
+    """Heaviside spike with the Eq. 5 straight-through surrogate, times a per-neuron ``corr``."""
+
+    @staticmethod
+    def forward(ctx, u, v_th, scale, corr):  # type: ignore[override]
+        o = (u > v_th).to(u.dtype)
+        ctx.save_for_backward(o, corr)
+        ctx.scale = scale
+        return o
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        o, corr = ctx.saved_tensors
+        return grad_out * o * ctx.scale * corr, None, None, None
+
+
+def ref_grad(currents, beta, v_th, grad_beta, scale, corr, grad_spikes):
+    """Autograd through the per-step recurrence: leak of value ``beta*u``, gradient ``grad_beta``.
+
+    Returns ``(dL/dI, spikes)`` with ``L = sum(spikes * grad_spikes)``; the reset ``(1 - o)`` is a
+    constant of the backward (``o`` detached).
+    """
+    x = currents.detach().clone().requires_grad_(True)
+    c = torch.ones_like(x[0]) if corr is None else corr.to(x.dtype)
+    v = torch.zeros_like(x[0])
+    out = []
+    for t in range(x.shape[0]):
+        u = v + x[t]
+        o = _Spike.apply(u, v_th, scale, c)
+        decayed = u * grad_beta + (u * beta - u * grad_beta).detach()
+        v = decayed * (1.0 - o.detach())
+        out.append(o)
+    spikes = torch.stack(out)
+    (spikes * grad_spikes).sum().backward()
+    return x.grad, spikes.detach()
+
+
+def _currents(shape, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    # mean drive below threshold plus noise: spikes, silent stretches and negative inputs
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * 0.5 + 0.3).to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# forward: bit-identical spikes
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tau_m", TAUS)
+@pytest.mark.parametrize("v_th", [1.0, 0.3])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_spikes_bit_identical_to_per_step_reference(shape, v_th, tau_m, dtype):
+    beta = _beta(tau_m)
+    currents = _currents(shape, dtype, seed=hash((shape, v_th, tau_m)) % 2**31)
+    spikes, count, trace = scan_cpu.scan_forward(currents, beta, v_th)
+    expected = ref_forward(currents, beta, v_th)
+    assert spikes.dtype == torch.bool and spikes.shape == currents.shape
+    assert torch.equal(spikes, expected.bool())
+    assert count.shape == currents.shape[1:] and count.dtype == dtype
+    assert trace.shape == currents.shape[1:] and trace.dtype == dtype
+    assert torch.equal(count, expected.sum(0))
+    if currents.numel() > 100:  # the large cases exercise both branches of the neuron
+        assert 0.02 < expected.mean().item() < 0.9
+
+
+def test_long_run_has_leak_sensitive_spikes():
+    """Over T=300 steps the LIF spikes differ from the IF spikes, and both match the reference."""
+    currents = _currents((300, 256), torch.float32, seed=7) * 0.3
+    lif, _, _ = scan_cpu.scan_forward(currents, _beta(30.0), 1.0)
+    if_, _, _ = scan_cpu.scan_forward(currents, 1.0, 1.0)
+    assert torch.equal(lif, ref_forward(currents, _beta(30.0), 1.0).bool())
+    assert torch.equal(if_, ref_forward(currents, 1.0, 1.0).bool())
+    assert lif.sum() < if_.sum()  # the leak loses charge
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threshold_is_strict_and_compared_in_the_dtype(dtype):
+    # a current equal to v_th rounded to the dtype does not fire (strict >); the next
+    # representable value up does. float32(0.3) = 0.30000001192... > 0.3: a kernel comparing a
+    # float32 membrane against the double 0.3 would fire on the first column.
+    v_th = 0.3
+    at = torch.tensor(v_th, dtype=dtype)
+    above = torch.nextafter(at, torch.tensor(1.0, dtype=dtype))
+    below = torch.nextafter(at, torch.tensor(0.0, dtype=dtype))
+    currents = torch.stack([at, above, below]).view(1, 3)
+    spikes, count, _ = scan_cpu.scan_forward(currents, 0.9, v_th)
+    assert spikes.tolist() == [[False, True, False]]
+    assert count.tolist() == [0.0, 1.0, 0.0]
+
+
+def test_leak_is_rounded_in_float32():
+    """A float32 leak computed with the double beta would fire where the reference does not.
+
+    Step 0: a current ``a`` below v_th = 0.75 leaves ``v1 = fl32(fl32(beta) * a)``. Step 1 adds
+    ``0.75 - v1`` (exact in float32), so the reference membrane is exactly v_th: no spike (strict
+    ``>``). With ``fl32(beta_double * a)``, one ulp larger for the ``a`` chosen here, the membrane
+    would be one ulp above v_th (same binade [0.5, 1), so representable): a spike.
+    """
+    beta, v_th = _beta(30.0), 0.75
+    b32 = torch.tensor(beta, dtype=torch.float32)
+    cands = torch.linspace(0.56, 0.74, 2001, dtype=torch.float32)
+    ref_v1 = b32 * cands
+    promoted_v1 = (beta * cands.double()).float()
+    a = cands[promoted_v1 > ref_v1][0]
+    v1, v1_promoted = b32 * a, (beta * a.double()).float()
+    current = torch.tensor(v_th, dtype=torch.float32) - v1
+    assert v1 + current == v_th and v1_promoted + current > v_th  # the case discriminates
+    currents = torch.stack([a, current]).view(2, 1)
+    assert ref_forward(currents, beta, v_th).flatten().tolist() == [0.0, 0.0]
+    spikes, _, _ = scan_cpu.scan_forward(currents, beta, v_th)
+    assert spikes.flatten().tolist() == [False, False]
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="checks x86 instructions")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels_vectorised_without_fused_multiply_add(dtype):
+    """No FMA (it would round ``u*keep + I`` once instead of twice) and packed (SIMD) float ops."""
+    import numba
+
+    x = torch.ones(3, 4, dtype=dtype)
+    spikes, _, _ = scan_cpu.scan_forward(x, 0.9, 1.0)
+    scan_cpu.scan_backward(spikes, x, 0.9, 1.0, None)
+    packed = "mulps" if dtype == torch.float32 else "mulpd"
+    for kernel in (scan_cpu._forward_kernel, scan_cpu._backward_kernel):
+        sig = next(s for s in kernel.signatures if str(s[-1].dtype) == str(dtype).removeprefix("torch."))
+        # numba cannot show the assembly of code loaded from its cache: recompile, same options
+        options = {k: v for k, v in kernel.targetoptions.items() if k != "nopython"}
+        fresh = numba.njit(**options)(kernel.py_func)
+        fresh.compile(sig)
+        asm = fresh.inspect_asm(sig)
+        assert not re.search(r"\bv?f(n)?m(add|sub)\d", asm), "fused multiply-add in the compiled kernel"
+        assert packed in asm, "inner loop not vectorised"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_count_and_trace_hand_built(dtype):
+    beta = _beta(5.0)  # 0.8187
+    v_th = 1.0
+    # neuron a: 1.5 > 1 fires (v=0); 0.2 silent (v=0.2*beta); 0.2*beta+1.2 = 1.36 fires; 2.0 fires
+    #   -> o = [1, 0, 1, 1], count 3, trace = beta**3 + beta + 1
+    # neuron b: 0.6; 0.6*beta+0.6 = 1.091 fires; 0.6; 1.091 fires -> o = [0, 1, 0, 1], trace = beta**2 + 1
+    # neuron c: never reaches 1 (0.1 per step, at most 0.1/(1-beta) = 0.55) -> count 0, trace 0
+    currents = torch.tensor([[1.5, 0.6, 0.1], [0.2, 0.6, 0.1], [1.2, 0.6, 0.1], [2.0, 0.6, 0.1]], dtype=dtype)
+    spikes, count, trace = scan_cpu.scan_forward(currents, beta, v_th)
+    assert spikes.T.tolist() == [[True, False, True, True], [False, True, False, True], [False] * 4]
+    assert count.tolist() == [3.0, 2.0, 0.0]
+    rtol = 1e-6 if dtype == torch.float32 else 1e-14
+    expected = torch.tensor([beta**3 + beta + 1, beta**2 + 1, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(trace.double(), expected, rtol=rtol, atol=0.0)
+
+
+def test_if_trace_equals_count():
+    currents = _currents((40, 50), torch.float64, seed=3)
+    _, count, trace = scan_cpu.scan_forward(currents, 1.0, 0.8)
+    assert count.sum() > 0
+    assert torch.equal(trace, count)  # beta = 1: trace = sum_t o[t]
+
+
+def test_trace_matches_weighted_sum_of_spikes():
+    beta = _beta(30.0)
+    currents = _currents((50, 64), torch.float64, seed=11)
+    spikes, _, trace = scan_cpu.scan_forward(currents, beta, 1.0)
+    weights = beta ** torch.arange(49, -1, -1, dtype=torch.float64)
+    torch.testing.assert_close(trace, (weights[:, None] * spikes.double()).sum(0), rtol=1e-12, atol=0.0)
+
+
+def test_non_contiguous_and_requires_grad_input():
+    base = _currents((6, 20, 30), torch.float32, seed=5)
+    currents = base.transpose(1, 2)  # [T, 30, 20], not contiguous
+    assert not currents.is_contiguous()
+    spikes, count, _ = scan_cpu.scan_forward(currents.requires_grad_(True), 0.95, 0.5)
+    expected = ref_forward(currents.detach(), 0.95, 0.5)
+    assert spikes.shape == currents.shape and count.shape == (30, 20)
+    assert torch.equal(spikes, expected.bool())
+    assert torch.equal(count, expected.sum(0))
+
+
+def test_no_neurons():
+    spikes, count, trace = scan_cpu.scan_forward(torch.zeros(5, 0, 3), 0.9, 1.0)
+    assert spikes.shape == (5, 0, 3) and count.shape == (0, 3) and trace.shape == (0, 3)
+    grad = scan_cpu.scan_backward(spikes, torch.zeros(5, 0, 3), 0.9, 1.0, None)
+    assert grad.shape == (5, 0, 3)
+
+
+def test_input_is_not_modified():
+    currents = _currents((10, 16), torch.float32, seed=2)
+    copy = currents.clone()
+    scan_cpu.scan_forward(currents, 0.9, 1.0)
+    assert torch.equal(currents, copy)
+
+
+# ---------------------------------------------------------------------------------------------
+# backward
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("tau_m", [5.0, 30.0, math.inf])
+@pytest.mark.parametrize("exact_leak", [True, False])
+@pytest.mark.parametrize("scale", [1.0, 1 / 0.75])
+@pytest.mark.parametrize("with_corr", [False, True])
+def test_gradient_matches_autograd_reference(with_corr, scale, exact_leak, tau_m, dtype, rtol):
+    beta = _beta(tau_m)
+    grad_beta = beta if exact_leak else 1.0
+    v_th = 0.75
+    shape = (30, 4, 6)
+    currents = _currents(shape, dtype, seed=13)
+    g = torch.Generator().manual_seed(17)
+    grad_spikes = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    corr = (torch.rand(shape[1:], generator=g, dtype=torch.float64) * 2 + 0.1).to(dtype) if with_corr else None
+    expected, ref_spikes = ref_grad(currents, beta, v_th, grad_beta, scale, corr, grad_spikes)
+    spikes, _, _ = scan_cpu.scan_forward(currents, beta, v_th)
+    assert torch.equal(spikes, ref_spikes.bool())
+    grad = scan_cpu.scan_backward(spikes, grad_spikes, grad_beta, scale, corr)
+    assert grad.dtype == dtype and grad.shape == shape
+    torch.testing.assert_close(grad, expected, rtol=rtol, atol=rtol * 1e-3)
+    # the recurrence matters here: silent steps receive gradient from later spikes
+    silent = ~spikes
+    assert (grad[silent] != 0).any()
+
+
+def test_backward_hand_computed():
+    # T=3, two neurons, scale = 1/0.75 = 4/3, grad_beta = 0.9
+    # neuron a: o = [0, 0, 1], g = [0.3, -0.7, 1.1], corr 2:
+    #   dI[2] = 4/3*2*1.1 = 2.9333...; dI[1] = 0.9*dI[2] = 2.64; dI[0] = 0.9*dI[1] = 2.376
+    # neuron b: o = [1, 0, 1], g = [0.5, 2.0, -0.25], corr 0.5:
+    #   dI[2] = 4/3*0.5*(-0.25) = -1/6; dI[1] = 0.9*(-1/6) = -0.15; dI[0] = 4/3*0.5*0.5 = 1/3
+    #   (the spike at t=0 cuts the chain; g[1] of a silent step contributes nothing)
+    spikes = torch.tensor([[False, True], [False, False], [True, True]])
+    g = torch.tensor([[0.3, 0.5], [-0.7, 2.0], [1.1, -0.25]], dtype=torch.float64)
+    corr = torch.tensor([2.0, 0.5], dtype=torch.float64)
+    grad = scan_cpu.scan_backward(spikes, g, 0.9, 1 / 0.75, corr)
+    expected = torch.tensor([[2.376, 1 / 3], [2.64, -0.15], [1.1 * 8 / 3, -1 / 6]], dtype=torch.float64)
+    torch.testing.assert_close(grad, expected, rtol=1e-14, atol=1e-15)
+
+
+def test_backward_single_step_and_flat_corr():
+    spikes = torch.tensor([[True, False, True]])
+    g = torch.tensor([[2.0, 3.0, -1.0]])
+    corr = torch.tensor([0.5, 4.0, 3.0])
+    grad = scan_cpu.scan_backward(spikes, g, 1.0, 2.0, corr)
+    assert grad.tolist() == [[2.0, 0.0, -6.0]]  # 2*0.5*2, silent, 2*3*(-1)
+
+
+def test_backward_accepts_flat_corr_for_multi_dim_neurons():
+    spikes = torch.tensor([[[True, False], [False, True]]] * 2)  # [T=2, 2, 2]
+    g = torch.ones(2, 2, 2, dtype=torch.float64)
+    corr = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    grad_flat = scan_cpu.scan_backward(spikes, g, 0.5, 1.0, corr)
+    grad_shaped = scan_cpu.scan_backward(spikes, g, 0.5, 1.0, corr.view(2, 2))
+    assert torch.equal(grad_flat, grad_shaped)
+    # fired neurons (1 and 4): corr*g at both steps; silent ones: 0
+    assert grad_flat[0].tolist() == [[1.0, 0.0], [0.0, 4.0]]
+
+
+# ---------------------------------------------------------------------------------------------
+# argument checks, availability, cache
+
+
+def test_forward_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"shape \[T, \.\.\.\]"):
+        scan_cpu.scan_forward(torch.tensor(1.0), 0.9, 1.0)
+    with pytest.raises(ValueError, match="T >= 1"):
+        scan_cpu.scan_forward(torch.zeros(0, 4), 0.9, 1.0)
+    with pytest.raises(ValueError, match="CPU tensor"):
+        scan_cpu.scan_forward(torch.zeros(3, 4, device="meta"), 0.9, 1.0)
+    with pytest.raises(ValueError, match="dtype"):
+        scan_cpu.scan_forward(torch.zeros(3, 4, dtype=torch.int32), 0.9, 1.0)
+    with pytest.raises(ValueError, match="dtype"):
+        scan_cpu.scan_forward(torch.zeros(3, 4, dtype=torch.float16), 0.9, 1.0)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        scan_cpu.scan_forward([[1.0]], 0.9, 1.0)
+    for beta in (0.0, 1.5, math.nan):
+        with pytest.raises(ValueError, match="beta"):
+            scan_cpu.scan_forward(torch.zeros(3, 4), beta, 1.0)
+    for v_th in (0.0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="v_th"):
+            scan_cpu.scan_forward(torch.zeros(3, 4), 0.9, v_th)
+
+
+def test_backward_rejects_bad_input():
+    spikes = torch.zeros(3, 4, dtype=torch.bool)
+    g = torch.zeros(3, 4)
+    with pytest.raises(ValueError, match="shape of spikes_bool"):
+        scan_cpu.scan_backward(spikes, torch.zeros(3, 5), 0.9, 1.0, None)
+    with pytest.raises(ValueError, match="spikes_bool must have dtype torch.bool"):
+        scan_cpu.scan_backward(spikes.float(), g, 0.9, 1.0, None)
+    with pytest.raises(ValueError, match="CPU tensor"):
+        scan_cpu.scan_backward(spikes, torch.zeros(3, 4, device="meta"), 0.9, 1.0, None)
+    with pytest.raises(ValueError, match="T >= 1"):
+        scan_cpu.scan_backward(torch.zeros(0, 4, dtype=torch.bool), torch.zeros(0, 4), 0.9, 1.0, None)
+    with pytest.raises(ValueError, match="corr must have shape"):
+        scan_cpu.scan_backward(spikes, g, 0.9, 1.0, torch.ones(3))
+    with pytest.raises(ValueError, match="corr must be a CPU tensor"):
+        scan_cpu.scan_backward(spikes, g, 0.9, 1.0, torch.ones(4, device="meta"))
+    with pytest.raises(ValueError, match="scale"):
+        scan_cpu.scan_backward(spikes, g, 0.9, math.inf, None)
+    with pytest.raises(ValueError, match="grad_beta"):
+        scan_cpu.scan_backward(spikes, g, math.nan, 1.0, None)
+
+
+def test_without_numba_not_available_and_functions_refuse(monkeypatch):
+    monkeypatch.setattr(scan_cpu, "numba", None)
+    assert scan_cpu.available() is False
+    with pytest.raises(RuntimeError, match="numba is not installed"):
+        scan_cpu.scan_forward(torch.ones(2, 3), 0.9, 1.0)
+    with pytest.raises(RuntimeError, match="numba is not installed"):
+        scan_cpu.scan_backward(torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 3), 0.9, 1.0, None)
+
+
+def test_available_respects_environment(monkeypatch):
+    monkeypatch.delenv("LEAKLIB_NUMBA", raising=False)
+    assert scan_cpu.available() is True
+    monkeypatch.setenv("LEAKLIB_NUMBA", "0")
+    assert scan_cpu.available() is False
+    monkeypatch.setenv("LEAKLIB_NUMBA", "1")
+    assert scan_cpu.available() is True
+
+
+_CACHE_SCRIPT = textwrap.dedent("""
+    import importlib, sys, warnings
+    import numba, torch
+    from numba.core import caching
+
+    def unwritable(self):
+        raise PermissionError(13, "read-only", self.get_cache_path())
+
+    good = caching._CacheLocator.ensure_cache_path
+    # 1. no writable cache directory at all: import works, kernels compile in memory only
+    caching._CacheLocator.ensure_cache_path = unwritable
+    from leaklib import scan_cpu
+    assert isinstance(scan_cpu._forward_kernel._cache, caching.NullCache)
+    x = torch.tensor([[0.5, 1.5], [0.6, 0.1]])
+    assert scan_cpu.scan_forward(x, 1.0, 1.0)[0].tolist() == [[False, True], [True, False]]
+    # 2. the directory is writable at import but saving fails: one warning, result still correct
+    caching._CacheLocator.ensure_cache_path = good
+    numba.config.CACHE_DIR = sys.argv[1]
+    scan_cpu = importlib.reload(scan_cpu)
+    assert not isinstance(scan_cpu._forward_kernel._cache, caching.NullCache)
+    caching._CacheLocator.ensure_cache_path = unwritable
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert scan_cpu.scan_forward(x, 1.0, 1.0)[0].tolist() == [[False, True], [True, False]]
+    assert any("cache disabled" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    # the other dtype and the backward compile without another warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s, _, _ = scan_cpu.scan_forward(x.double(), 1.0, 1.0)
+        g = scan_cpu.scan_backward(s, torch.ones(2, 2, dtype=torch.float64), 1.0, 1.0, None)
+        # o = [[0, 1], [1, 0]], g = 1, IF: dI[1] = o[1] = [1, 0]; dI[0] = o[0] + (1 - o[0]) * dI[1] = [1, 1]
+        assert g.tolist() == [[1.0, 1.0], [1.0, 0.0]]
+    print("OK")
+""")
+
+
+def test_cache_fails_soft_without_writable_directory(tmp_path):
+    root = Path(scan_cpu.__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    env.pop("NUMBA_CACHE_DIR", None)
+    result = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT, str(tmp_path / "cache")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("OK")
