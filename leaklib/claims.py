@@ -3,19 +3,28 @@
 Every chapter that states a verdict calls the function here for it, so the chapters and the
 ledger (chapter 07) cannot disagree. Inputs are the tidy tables of :mod:`leaklib.sweep`:
 ``history`` (:func:`~leaklib.sweep.history_table`), ``robustness``
-(:func:`~leaklib.sweep.robustness_table`) and ``clean`` (:func:`~leaklib.sweep.clean_table`).
+(:func:`~leaklib.sweep.robustness_table`), ``clean`` (:func:`~leaklib.sweep.clean_table`) and
+``runs`` (:func:`~leaklib.sweep.metrics_table`: each run's status, ``finished`` or ``diverged``).
 
-Per-run measures (one value per seed; :func:`leaklib.analysis.verdict` compares them across tau_m):
+Verdicts come from :mod:`leaklib.stats`: per-seed differences between tau_m values (runs with the
+same seed share weights, batch order and input spikes), a 95 % t interval per pair, and a verdict
+per claim: reproduced, not reproduced (opposite), not reproduced (an "about the same" claim whose
+values differ beyond the tolerance), inconclusive, or cannot decide (with the reason: too few seeds,
+a diverged run, data that do not allow the measure). The claims compare the paper's tau_m (IF,
+100, 30); other tau_m of a sweep enter the divergence claim and the leak-axis figures.
 
-* baseline accuracy: clean test accuracy (%) of the last epoch (Table 1 row 1, as the training chapter);
+Per-run measures (one value per seed):
+
+* baseline accuracy: clean test accuracy (%) of the last epoch (Table 1 row 1);
 * robustness: *accuracy drop*, the run's clean accuracy minus its accuracy under noise, in
   percentage points, averaged over severities 1-8 and both noise types of the scenario(s); a
   smaller drop is a more robust model ("retain the baseline accuracy to a greater extent");
 * generalization at equal training SSE: the geometric mean of the run's test SSE read off its
-  trajectory (:func:`leaklib.analysis.test_sse_at_train_sse`) at ``points`` log-spaced train-SSE
-  values spanning the interval every run of the dataset covers
-  (:func:`leaklib.analysis.common_train_sse_range`);
-* final SSE: :func:`leaklib.analysis.sse_table` (mean over the last ``sse_window`` of the epochs);
+  trajectory against its *eval-mode* train SSE (measured after each epoch like the test SSE, not
+  the running mean during the epoch) at ``points`` log-spaced values spanning the interval every
+  run of the dataset covers;
+* final SSE: :func:`leaklib.generalization.sse_table` (mean over the last ``sse_window`` of the
+  epochs; the train SSE in eval mode);
 * spikes (%), synaptic operations, ENWSI per hidden layer: :func:`leaklib.analysis.measure_clean`;
 * critical frequency: the mean over test images (NaNs left out) of the target neuron's critical
   frequency, clean and noisy (scenario 1, Gaussian, severity 5).
@@ -26,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis import VERDICTS, values_by_tau, verdict
+from . import stats
 from .generalization import common_train_sse_range, sse_table, test_sse_at_train_sse
 from .paper import PAPER_CRITICAL_FREQUENCY, PAPER_TABLE1, TABLE1_ROWS
 from .profiles import format_tau
@@ -43,12 +52,14 @@ __all__ = [
     "ClaimPart",
     "ClaimResult",
     "DATASET_NAMES",
-    "ACCURACY_TOLERANCE",
+    "PAPER_TAUS",
+    "VERDICTS",
     "final_accuracy",
     "accuracy_drop",
     "equal_train_sse",
     "critical_frequency_means",
-    "per_seed_values",
+    "claim_values",
+    "diverged_runs",
     "combine_verdicts",
     "claim_baseline_accuracy",
     "claim_robustness",
@@ -58,7 +69,9 @@ __all__ = [
     "claim_spike_rate",
     "claim_synaptic_ops",
     "claim_critical_frequency",
+    "claim_noise_raises_critical_frequency",
     "claim_enwsi",
+    "claim_divergence",
     "claims_ledger",
     "ledger_frame",
     "ledger_summary",
@@ -72,36 +85,75 @@ __all__ = [
 
 DATASET_NAMES: dict[str, str] = {"cifar10": "CIFAR-10", "svhn": "SVHN", "digits": "digits"}
 
-#: Claim 1's tolerance: the three tau_m are "about the same" when their mean accuracies lie within
-#: this many percentage points (the paper's spread: 0.65 on CIFAR-10, 0.20 on SVHN).
-ACCURACY_TOLERANCE = 1.0
+#: The membrane time constants the paper compares (IF first, then more leak).
+PAPER_TAUS: tuple[float, ...] = (math.inf, 100.0, 30.0)
+
+#: Every verdict of the ledger, in the order the summaries list them.
+VERDICTS: tuple[str, ...] = (stats.REPRODUCED, stats.OPPOSITE, stats.NOT_REPRODUCED, stats.INCONCLUSIVE,
+                             stats.CANNOT_DECIDE)
 
 #: Severities that count as "noisy" for the robustness measure (the paper's eight levels).
 NOISY_SEVERITIES: tuple[int, ...] = tuple(range(1, 9))
+
+#: Sec. 4.2: training "diverges when the chosen membrane time constant is too small (tau_m < 30)".
+DIVERGENCE_BELOW = 30.0
+
+_SEVERITY = {stats.OPPOSITE: 0, stats.NOT_REPRODUCED: 0, stats.CANNOT_DECIDE: 1, stats.INCONCLUSIVE: 2,
+             stats.REPRODUCED: 3}
 
 
 # ----------------------------------------------------------------------------------------------
 # results
 
 
+def _tau_name(tau: float) -> str:
+    return "IF" if math.isinf(tau) else f"τm={tau:g}"
+
+
 @dataclass
 class ClaimPart:
-    """One comparison across tau_m: per-seed values, the expected direction and its verdict."""
+    """One comparison of a claim: per-seed values by tau_m, the expected direction and its :class:`stats.Decision`."""
 
     label: str
-    values_by_tau: dict[float, list[float]]
+    values: dict[float, dict[Hashable, float]]
     expect: str
-    verdict: str
-    reason: str
+    decision: stats.Decision
     tolerance: float | None = None
 
+    @property
+    def verdict(self) -> str:
+        return self.decision.verdict
+
+    @property
+    def reason(self) -> str:
+        return self.decision.reason
+
     def means(self) -> dict[float, float]:
-        return {t: float(np.nanmean(v)) if len(v) and np.isfinite(v).any() else math.nan
-                for t, v in self.values_by_tau.items()}
+        out = {}
+        for tau, per_seed in self.values.items():
+            v = np.asarray([x for x in per_seed.values() if x is not None], dtype=float)
+            out[tau] = float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+        return out
 
     def stds(self) -> dict[float, float]:
-        return {t: float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else math.nan
-                for t, v in self.values_by_tau.items()}
+        out = {}
+        for tau, per_seed in self.values.items():
+            v = np.asarray([x for x in per_seed.values() if x is not None], dtype=float)
+            out[tau] = float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else math.nan
+        return out
+
+    def intervals(self, digits: int = 3) -> str:
+        """The 95 % interval of every compared pair: 'τm=30 − IF: −0.012 [−0.020, −0.004]; ...'."""
+        texts = []
+        for c in self.decision.comparisons:
+            name = (_tau_name(c.a) if c.a == c.b else f"{_tau_name(c.b)} − {_tau_name(c.a)}")
+            iv = c.interval
+            if iv.defined:
+                texts.append(f"{name}: {iv.mean:+.{digits}g} [{iv.low:+.{digits}g}, {iv.high:+.{digits}g}] "
+                             f"(n={iv.n}, d={iv.effect_size:.2g})")
+            else:
+                texts.append(f"{name}: –")
+        return "; ".join(texts)
 
 
 @dataclass
@@ -115,82 +167,121 @@ class ClaimResult:
     measure: str
     dataset: str
     parts: list[ClaimPart]
+    note: str = ""  # why the claim could not be measured at all (then ``parts`` is empty)
     verdict: str = field(init=False)
     reason: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.verdict, self.reason = combine_verdicts(self.parts)
+        self.verdict, self.reason = combine_verdicts(self.parts, self.note)
 
     def evidence(self, digits: int = 3) -> str:
-        """Means ± std over seeds per tau_m (IF first), per part: 'IF 1.23±0.04, tau_m=100 ..., ...'."""
+        """Means ± std over seeds per tau_m (IF first), per part: 'IF 1.23±0.04, τm=100 ..., ...'."""
+        if not self.parts:
+            return "–"
         texts = []
         for part in self.parts:
             means, stds = part.means(), part.stds()
             cells = []
-            for tau in sorted(part.values_by_tau, reverse=True):
-                name = "IF" if math.isinf(tau) else f"τm={tau:g}"
+            for tau in stats.leak_order(part.values):
                 spread = "" if math.isnan(stds[tau]) else f"±{stds[tau]:.2g}"
-                cells.append(f"{name} {means[tau]:.{digits}g}{spread}")
+                cells.append(f"{_tau_name(tau)} {means[tau]:.{digits}g}{spread}")
             texts.append((f"{part.label}: " if part.label else "") + ", ".join(cells))
         return "; ".join(texts)
+
+    def intervals(self) -> str:
+        """Every part's pairwise 95 % intervals (see :meth:`ClaimPart.intervals`)."""
+        if not self.parts:
+            return "–"
+        return "; ".join((f"{p.label}: " if p.label and len(self.parts) > 1 else "") + p.intervals()
+                         for p in self.parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "section": self.section, "claim": self.claim, "paper": self.paper,
             "measure": self.measure, "dataset": self.dataset, "verdict": self.verdict, "reason": self.reason,
-            "evidence": self.evidence(),
+            "evidence": self.evidence(), "intervals": self.intervals(),
             "parts": [{"label": p.label, "expect": p.expect, "tolerance": p.tolerance, "verdict": p.verdict,
-                       "reason": p.reason,
-                       "values_by_tau": {format_tau(t): [float(x) for x in v] for t, v in p.values_by_tau.items()},
+                       "reason": p.reason, "decision": p.decision.to_dict(),
+                       "values_by_tau": {format_tau(t): {str(s): v for s, v in per_seed.items()}
+                                         for t, per_seed in p.values.items()},
                        "mean_by_tau": {format_tau(t): m for t, m in p.means().items()},
                        "std_by_tau": {format_tau(t): s for t, s in p.stds().items()}}
                       for p in self.parts],
         }
 
 
-def combine_verdicts(parts: Sequence[ClaimPart]) -> tuple[str, str]:
-    """A claim made of several comparisons: any 'not reproduced' part decides; all 'reproduced' -> reproduced."""
+def combine_verdicts(parts: Sequence[ClaimPart], note: str = "") -> tuple[str, str]:
+    """A claim made of several comparisons: any 'not reproduced' part decides, then 'cannot decide',
+    then 'inconclusive'; all 'reproduced' -> reproduced. No part at all -> cannot decide (``note`` says why)."""
     if not parts:
-        return "inconclusive", "nothing measured"
+        return stats.CANNOT_DECIDE, note or "nothing measured"
     if len(parts) == 1:
         return parts[0].verdict, parts[0].reason
-    for outcome in ("not reproduced", "inconclusive"):
-        hit = [p for p in parts if p.verdict == outcome]
-        if hit:
-            others = f" ({len(parts) - len(hit)} of {len(parts)} parts otherwise)" if len(hit) < len(parts) else ""
-            return outcome, "; ".join(f"{p.label}: {p.reason}" for p in hit) + others
-    return "reproduced", f"all {len(parts)} parts reproduced: " + "; ".join(f"{p.label}: {p.reason}" for p in parts)
+    worst = min(_SEVERITY[p.verdict] for p in parts)
+    hit = [p for p in parts if _SEVERITY[p.verdict] == worst]
+    outcome = hit[0].verdict
+    if worst == _SEVERITY[stats.REPRODUCED]:
+        return outcome, f"all {len(parts)} parts reproduced: " + "; ".join(f"{p.label}: {p.reason}" for p in parts)
+    others = f" ({len(parts) - len(hit)} of {len(parts)} parts otherwise)" if len(hit) < len(parts) else ""
+    return outcome, "; ".join(f"{p.label}: {p.reason}" for p in hit) + others
 
 
-def _part(label: str, values: Mapping[float, list[float]], expect: str, tolerance: float | None = None) -> ClaimPart:
-    outcome, reason = verdict(values, expect, tolerance)  # type: ignore[arg-type]
-    assert outcome in VERDICTS
-    return ClaimPart(label, {float(t): list(v) for t, v in values.items()}, expect, outcome, reason, tolerance)
+def _part(label: str, values: Mapping[float, Mapping[Hashable, float]], expect: str,
+          diverged: Mapping[float, Iterable[Hashable]] | None = None, tolerance: float | None = None,
+          pairs: Sequence[tuple[float, float]] | None = None) -> ClaimPart:
+    options: dict[str, Any] = {"diverged": diverged}
+    if pairs is not None:
+        options["pairs"] = pairs
+    decision = stats.decide(values, expect, tolerance, **options)
+    return ClaimPart(label, {float(t): dict(v) for t, v in values.items()}, expect, decision, tolerance)
+
+
+def _cannot(id_: str, section: str, claim: str, paper: str, measure: str, dataset: str, why: str) -> ClaimResult:
+    return ClaimResult(id_, section, claim, paper, measure, dataset, [], note=why)
 
 
 # ----------------------------------------------------------------------------------------------
 # per-run measures
 
 
-def per_seed_values(table: pd.DataFrame, column: str, dataset: str | None = None,
-                    taus: Iterable[float] | None = None) -> dict[float, list[float]]:
-    """``{tau_m: [value per run]}`` of ``column`` for one dataset, tau_m in leak order (IF first).
+def _keys(table: pd.DataFrame) -> list[str]:
+    return [c for c in ("dataset", "tau_m", "seed") if c in table.columns]
 
-    The rows are selected by :func:`leaklib.analysis.values_by_tau`; a dataset absent from the
-    table gives an empty dict.
-    """
+
+def claim_values(table: pd.DataFrame, column: str, dataset: str | None = None,
+                 taus: Iterable[float] | None = PAPER_TAUS) -> dict[float, dict[Hashable, float]]:
+    """``{tau_m: {seed: value}}`` of ``column`` for one dataset, tau_m in leak order, cut to ``taus`` (None: all)."""
     if column not in table.columns:
         raise KeyError(f"column {column!r} not in table (has {', '.join(map(str, table.columns))})")
     where = {} if dataset is None or "dataset" not in table.columns else {"dataset": dataset}
-    if table.empty or (where and not (table["dataset"] == dataset).any()):
+    if table.empty:
         return {}
-    values = values_by_tau(table, column, **where)
+    values = stats.seed_values(table, column, **where)
     wanted = None if taus is None else {float(t) for t in taus}
-    return {tau: values[tau] for tau in sorted(values, reverse=True) if wanted is None or tau in wanted}
+    return {tau: v for tau, v in values.items() if wanted is None or tau in wanted}
 
 
-def _keys(table: pd.DataFrame) -> list[str]:
-    return [c for c in ("dataset", "tau_m", "seed") if c in table.columns]
+def diverged_runs(runs: pd.DataFrame | None, dataset: str) -> dict[float, list[Hashable]]:
+    """``{tau_m: [seeds]}`` of the runs of ``dataset`` whose training diverged (``runs``: the metrics table)."""
+    if runs is None or runs.empty or "status" not in runs.columns:
+        return {}
+    part = runs[(runs["dataset"] == dataset) & (runs["status"] == "diverged")]
+    out: dict[float, list[Hashable]] = {}
+    for tau, seed in zip(part["tau_m"], part["seed"]):
+        out.setdefault(float(tau), []).append(int(seed))
+    return out
+
+
+def _finished(table: pd.DataFrame, runs: pd.DataFrame | None) -> pd.DataFrame:
+    """The rows of ``table`` whose run finished (diverged runs left out)."""
+    if runs is None or runs.empty or "status" not in runs.columns or table.empty:
+        return table
+    bad = {(d, float(t), int(s)) for d, t, s, st in zip(runs["dataset"], runs["tau_m"], runs["seed"], runs["status"])
+           if st == "diverged"}
+    if not bad:
+        return table
+    keep = [(d, float(t), int(s)) not in bad for d, t, s in zip(table["dataset"], table["tau_m"], table["seed"])]
+    return table[keep]
 
 
 def final_accuracy(history: pd.DataFrame) -> pd.DataFrame:
@@ -223,15 +314,25 @@ def accuracy_drop(robustness: pd.DataFrame, scenarios: Iterable[int] | None = No
     return out.assign(drop=out["clean"] - out["noisy"])
 
 
+def _train_sse_column(history: pd.DataFrame) -> str:
+    """The eval-mode train SSE where the history has it (every run trained since it was added), else the running mean."""
+    return "train_sse_eval" if "train_sse_eval" in history.columns and history["train_sse_eval"].notna().all() \
+        else "train_sse"
+
+
 def equal_train_sse(history: pd.DataFrame, points: int = 25) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Test SSE at equal train SSE (Sec. 4.4), per dataset on the train-SSE interval all its runs cover.
 
-    Returns ``(per_run, curves)``: per_run has the keys and ``test_sse_at_equal_train`` (geometric mean
-    over the grid), ``low``/``high`` (the interval); curves has one row per run and grid point
-    (keys, train_sse, test_sse). A dataset whose runs share no interval raises ValueError.
+    The train SSE is the eval-mode one (measured after each epoch like the test SSE) where the
+    history has it. Returns ``(per_run, curves)``: per_run has the keys and
+    ``test_sse_at_equal_train`` (geometric mean over the grid), ``low``/``high`` (the interval);
+    curves has one row per run and grid point (keys, train_sse, test_sse). A dataset whose runs
+    share no interval raises ValueError.
     """
     if points < 2:
         raise ValueError(f"points must be >= 2, got {points}")
+    column = _train_sse_column(history)
+    history = history.assign(train_sse=history[column])
     keys = _keys(history)
     run_keys = [k for k in keys if k != "dataset"]
     rows, curves = [], []
@@ -243,15 +344,14 @@ def equal_train_sse(history: pd.DataFrame, points: int = 25) -> tuple[pd.DataFra
             labels = ({"dataset": dataset} if dataset is not None else {}) | dict(zip(run_keys, key))
             values = test_sse_at_train_sse(run, grid)
             rows.append({**labels, "test_sse_at_equal_train": float(np.exp(np.mean(np.log(values)))),
-                         "low": low, "high": high, "points": points})
+                         "low": low, "high": high, "points": points, "train_sse_column": column})
             curves.extend({**labels, "train_sse": float(g), "test_sse": float(v)} for g, v in zip(grid, values))
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
 def critical_frequency_means(clean: pd.DataFrame) -> pd.DataFrame:
     """Per run: mean over test images (NaNs left out) of the target neuron's critical frequency, clean and noisy."""
-    keys = [k for k in _keys(clean) if k != "seed"]  # one row per run, in clean's order; seeds are not needed here
-    out = clean[keys].copy()
+    out = clean[_keys(clean)].copy()
     for column in ("critical_frequency", "critical_frequency_noisy"):
         out[column] = [float(np.nanmean(np.asarray(v, dtype=float))) if np.isfinite(np.asarray(v, dtype=float)).any()
                        else math.nan for v in clean[column]]
@@ -278,147 +378,267 @@ def per_layer_table(clean: pd.DataFrame) -> pd.DataFrame:
 def _paper_row(row: str, fmt: str = "{:g}") -> str:
     parts = []
     for dataset, by_tau in PAPER_TABLE1.items():
-        values = " / ".join(fmt.format(by_tau[t][row]) for t in (math.inf, 100.0, 30.0))
+        values = " / ".join(fmt.format(by_tau[t][row]) for t in PAPER_TAUS)
         parts.append(f"{DATASET_NAMES.get(dataset, dataset)} {values}")
     return "Table 1 (IF / 100 / 30): " + "; ".join(parts)
 
 
-def claim_baseline_accuracy(history: pd.DataFrame, dataset: str,
-                            tolerance: float = ACCURACY_TOLERANCE) -> ClaimResult:
-    """(1) Baseline (clean) accuracy is about the same for every tau_m: all means within ``tolerance`` points."""
-    values = per_seed_values(final_accuracy(history), "accuracy", dataset)
-    return ClaimResult("1", "4.2, Table 1", "Baseline accuracy is almost the same under different leaks.",
-                       _paper_row("accuracy"),
-                       f"clean test accuracy (%) of the last epoch; 'similar' = means within {tolerance:g} points",
-                       dataset, [_part("", values, "similar", tolerance)])
+def claim_baseline_accuracy(history: pd.DataFrame, dataset: str, tolerance: float | None = None,
+                            n_test: int | None = None, runs: pd.DataFrame | None = None) -> ClaimResult:
+    """(1) Baseline (clean) accuracy is about the same for every tau_m: every paired difference within ``tolerance``.
+
+    ``tolerance`` (points) defaults to :func:`leaklib.stats.accuracy_tolerance` of the test set
+    (``n_test`` images) at the IF networks' mean accuracy.
+    """
+    args = ("1", "4.2, Table 1", "Baseline accuracy is almost the same under different leaks.", _paper_row("accuracy"))
+    values = claim_values(final_accuracy(history), "accuracy", dataset)
+    if tolerance is None:
+        finite = [v for per_seed in values.values() for v in per_seed.values() if math.isfinite(v)]
+        if n_test is None or not finite:
+            return _cannot(*args, "clean test accuracy (%) of the last epoch", dataset,
+                           "the test-set size is unknown, so no tolerance can be derived")
+        reference = values.get(math.inf) or {}
+        level = [v for v in reference.values() if math.isfinite(v)] or finite
+        tolerance = stats.accuracy_tolerance(n_test, float(np.mean(level)))
+    measure = (f"clean test accuracy (%) of the last epoch; 'about the same' = every paired difference's 90% "
+               f"interval within ±{tolerance:.2g} points" + (f" (2 binomial SE on {n_test} test images)" if n_test else ""))
+    return ClaimResult(*args, measure, dataset,
+                       [_part("", values, "similar", diverged_runs(runs, dataset), tolerance)])
 
 
-def claim_robustness(robustness: pd.DataFrame, dataset: str, scenario: int) -> ClaimResult:
+def claim_robustness(robustness: pd.DataFrame, dataset: str, scenario: int,
+                     runs: pd.DataFrame | None = None) -> ClaimResult:
     """(2, 3) In noise scenario ``scenario``, both LIF models lose less accuracy under noise than IF."""
     drop = accuracy_drop(robustness, scenarios=[scenario])
-    values = per_seed_values(drop, "drop", dataset)
     return ClaimResult(str(1 + int(scenario)), "4.2, Fig. 3",
                        f"Leak improves noise robustness (scenario {scenario}): LIF models (tau_m = 30, 100) keep "
                        "more of their baseline accuracy than IF.",
                        f"Fig. 3 ({'a-d' if scenario == 1 else 'e-h'}): IF degrades severely at high severity",
                        f"accuracy drop (clean minus noisy, points), mean over severities 1-8, Gaussian and impulse "
                        f"noise, scenario {scenario}; lower = more robust", dataset,
-                       [_part("", values, "lif_below_if")])
+                       [_part("", claim_values(drop, "drop", dataset), "lif_below_if", diverged_runs(runs, dataset))])
 
 
-def claim_tau30_over_100(robustness: pd.DataFrame, dataset: str) -> ClaimResult:
+def claim_tau30_over_100(robustness: pd.DataFrame, dataset: str, runs: pd.DataFrame | None = None) -> ClaimResult:
     """(4) tau_m = 30 loses less accuracy under noise than tau_m = 100 (both scenarios pooled)."""
     drop = accuracy_drop(robustness)
-    values = per_seed_values(drop, "drop", dataset, taus=(100.0, 30.0))
+    values = claim_values(drop, "drop", dataset, taus=(100.0, 30.0))
     return ClaimResult("4", "4.2, Fig. 3",
                        "The LIF model with tau_m = 100 degrades more under noise than the one with tau_m = 30.",
                        "Fig. 3: blue (30) above red (100) in every panel",
                        "accuracy drop (points), mean over severities 1-8, both noises, both scenarios; "
-                       "tau_m = 100 vs 30", dataset, [_part("", values, "decreasing_with_leak")])
+                       "tau_m = 100 vs 30", dataset,
+                       [_part("", values, "decreasing_with_leak", diverged_runs(runs, dataset))])
 
 
-def claim_equal_train_sse(history: pd.DataFrame, dataset: str, points: int = 25) -> ClaimResult:
+def claim_equal_train_sse(history: pd.DataFrame, dataset: str, points: int = 25,
+                          runs: pd.DataFrame | None = None) -> ClaimResult:
     """(5) At the same training SSE, LIF models have a lower test SSE than IF (Fig. 5d-e)."""
-    per_run, _ = equal_train_sse(history[history["dataset"] == dataset], points)
-    values = per_seed_values(per_run, "test_sse_at_equal_train", dataset)
+    args = ("5", "4.4, Fig. 5d-e", "At the same training SSE, LIF models yield lower testing SSE than IF models.",
+            "Fig. 5d-e: the LIF curves lie below the IF curve")
+    part = _finished(history[history["dataset"] == dataset], runs)
+    part = part[part["tau_m"].astype(float).isin(PAPER_TAUS)]
+    if part.empty:
+        return _cannot(*args, "test SSE at equal train SSE", dataset, "no finished run")
+    try:
+        per_run, _ = equal_train_sse(part, points)
+    except ValueError as exc:
+        return _cannot(*args, "test SSE at equal train SSE", dataset, f"cannot read the runs at equal train SSE: {exc}")
     low, high = float(per_run["low"].iloc[0]), float(per_run["high"].iloc[0])
-    return ClaimResult("5", "4.4, Fig. 5d-e",
-                       "At the same training SSE, LIF models yield lower testing SSE than IF models.",
-                       "Fig. 5d-e: the LIF curves lie below the IF curve",
-                       f"geometric mean of the test SSE at {points} log-spaced train-SSE values in "
+    kind = "eval-mode " if per_run["train_sse_column"].iloc[0] == "train_sse_eval" else "running-mean "
+    return ClaimResult(*args,
+                       f"geometric mean of the test SSE at {points} log-spaced {kind}train-SSE values in "
                        f"[{low:.3g}, {high:.3g}] (the interval every run covers)", dataset,
-                       [_part("", values, "lif_below_if")])
+                       [_part("", claim_values(per_run, "test_sse_at_equal_train", dataset), "lif_below_if",
+                              diverged_runs(runs, dataset))])
 
 
-def claim_final_sse(history: pd.DataFrame, dataset: str, which: str, fraction: float = 20 / 150) -> ClaimResult:
+def claim_final_sse(history: pd.DataFrame, dataset: str, which: str, fraction: float = 20 / 150,
+                    runs: pd.DataFrame | None = None) -> ClaimResult:
     """(10, 11) LIF models reach a lower final test (``which='test'``) or train SSE than IF (Table 1 rows 2-3)."""
     if which not in ("test", "train"):
         raise ValueError(f"which must be 'test' or 'train', got {which!r}")
-    table = sse_table(history[history["dataset"] == dataset], fraction)
-    values = per_seed_values(table, f"{which}_sse", dataset)
-    window = int(table["window"].iloc[0]) if len(table) else 0
-    epochs = int(table["epochs"].iloc[0]) if len(table) else 0
-    return ClaimResult("10" if which == "test" else "11", "4.4, Table 1",
-                       f"LIF models reach a lower final {which}ing SSE than IF models.",
-                       _paper_row(f"{which}_sse"),
-                       f"{which} SSE, mean over the last {window} of {epochs} epochs", dataset,
-                       [_part("", values, "lif_below_if")])
+    args = ("10" if which == "test" else "11", "4.4, Table 1", f"LIF models reach a lower final {which}ing SSE than IF models.",
+            _paper_row(f"{which}_sse"))
+    part = history[history["dataset"] == dataset]
+    if part.empty:
+        return _cannot(*args, f"{which} SSE", dataset, "no history")
+    table = sse_table(part, fraction)
+    column = f"{which}_sse"
+    kind = ""
+    if which == "train" and "train_sse_eval" in table.columns and table["train_sse_eval"].notna().all():
+        column, kind = "train_sse_eval", " (eval mode, after each epoch)"
+    window = int(table["window"].iloc[0])
+    epochs = int(table["epochs"].max())
+    return ClaimResult(*args, f"{which} SSE{kind}, mean over the last {window} of {epochs} epochs", dataset,
+                       [_part("", claim_values(table, column, dataset), "lif_below_if", diverged_runs(runs, dataset))])
 
 
-def claim_spike_rate(clean: pd.DataFrame, dataset: str) -> ClaimResult:
+def claim_spike_rate(clean: pd.DataFrame, dataset: str, runs: pd.DataFrame | None = None) -> ClaimResult:
     """(6) Spiking activity increases with leak (Table 1 row 4)."""
-    values = per_seed_values(clean, "spike_rate", dataset)
     return ClaimResult("6", "4.5, Table 1", "The overall spiking activity increases with a higher leak.",
                        _paper_row("spikes"), "hidden-layer spikes (%) on the clean test set", dataset,
-                       [_part("", values, "increasing_with_leak")])
+                       [_part("", claim_values(clean, "spike_rate", dataset), "increasing_with_leak",
+                              diverged_runs(runs, dataset))])
 
 
-def claim_synaptic_ops(clean: pd.DataFrame, dataset: str) -> ClaimResult:
+def claim_synaptic_ops(clean: pd.DataFrame, dataset: str, runs: pd.DataFrame | None = None) -> ClaimResult:
     """(7) Synaptic operations increase with leak (Table 1 row 5)."""
-    values = per_seed_values(clean, "synaptic_ops", dataset)
     return ClaimResult("7", "4.5, Table 1", "A higher leak results in more synaptic operations.",
                        _paper_row("synaptic_ops", "{:.3g}"), "synaptic operations per clean test image", dataset,
-                       [_part("", values, "increasing_with_leak")])
+                       [_part("", claim_values(clean, "synaptic_ops", dataset), "increasing_with_leak",
+                              diverged_runs(runs, dataset))])
 
 
-def claim_critical_frequency(clean: pd.DataFrame, dataset: str) -> ClaimResult:
+def _paper_critical_frequency() -> str:
+    return "; ".join(f"{c}: " + " / ".join(f"{PAPER_CRITICAL_FREQUENCY[c][t]:g}" for t in PAPER_TAUS)
+                     for c in ("clean", "noisy"))
+
+
+def claim_critical_frequency(clean: pd.DataFrame, dataset: str, runs: pd.DataFrame | None = None) -> ClaimResult:
     """(8) The target neuron's mean critical frequency decreases with leak, clean and noisy inputs (Fig. 5a-c)."""
     means = critical_frequency_means(clean)
-    paper = "; ".join(f"{c}: " + " / ".join(f"{PAPER_CRITICAL_FREQUENCY[c][t]:g}" for t in (math.inf, 100.0, 30.0))
-                      for c in ("clean", "noisy"))
-    parts = [_part("clean", per_seed_values(means, "critical_frequency", dataset), "decreasing_with_leak"),
-             _part("noisy", per_seed_values(means, "critical_frequency_noisy", dataset), "decreasing_with_leak")]
+    diverged = diverged_runs(runs, dataset)
+    parts = [_part("clean", claim_values(means, "critical_frequency", dataset), "decreasing_with_leak", diverged),
+             _part("noisy", claim_values(means, "critical_frequency_noisy", dataset), "decreasing_with_leak", diverged)]
     return ClaimResult("8", "4.3, Fig. 5a-c",
                        "With more leak the target output neuron's critical frequency (70% of the power) is lower.",
-                       f"mean critical frequency (IF / 100 / 30), {paper}",
+                       f"mean critical frequency (IF / 100 / 30), {_paper_critical_frequency()}",
                        "mean over test images of the target neuron's critical frequency; clean and noisy "
                        "(scenario 1, Gaussian, severity 5)", dataset, parts)
 
 
-def claim_enwsi(clean: pd.DataFrame, dataset: str) -> ClaimResult:
+def claim_noise_raises_critical_frequency(clean: pd.DataFrame, dataset: str,
+                                          runs: pd.DataFrame | None = None) -> ClaimResult:
+    """(12) Noisy inputs raise the target neuron's critical frequency for every tau_m (Sec. 4.3)."""
+    means = critical_frequency_means(clean)
+    before = claim_values(means, "critical_frequency", dataset)
+    after = claim_values(means, "critical_frequency_noisy", dataset)
+    decision = stats.decide_condition(before, after, "higher", condition="noisy − clean")
+    values = {tau: {s: after[tau][s] - before[tau].get(s, math.nan) for s in after[tau]} for tau in after}
+    part = ClaimPart("", values, "noisy above clean", decision)
+    return ClaimResult("12", "4.3, Fig. 5a-c",
+                       "Frequency components of the target neuron's response become higher with noisy inputs.",
+                       f"mean critical frequency (IF / 100 / 30), {_paper_critical_frequency()}",
+                       "per run: mean critical frequency on noisy (scenario 1, Gaussian, severity 5) minus clean "
+                       "inputs; evidence shows that difference", dataset, [part])
+
+
+def claim_enwsi(clean: pd.DataFrame, dataset: str, runs: pd.DataFrame | None = None) -> ClaimResult:
     """(9) Every hidden layer of the LIF models receives a larger ENWSI than IF's (Fig. 6)."""
     part = clean[clean["dataset"] == dataset]
     layers = max((len(v) for v in part["enwsi"]), default=0)
     parts = []
     for layer in range(layers):
         table = part.assign(value=[v[layer] if layer < len(v) else math.nan for v in part["enwsi"]])
-        parts.append(_part(f"layer {layer + 1}", per_seed_values(table, "value", dataset), "lif_above_if"))
-    return ClaimResult("9", "4.5, Fig. 6", "LIF neurons receive a higher ENWSI than IF neurons across the layers.",
-                       "Fig. 6: blue and red bars above green in every layer", "ENWSI per hidden layer (clean test set)",
-                       dataset, parts)
+        parts.append(_part(f"layer {layer + 1}", claim_values(table, "value", dataset), "lif_above_if",
+                           diverged_runs(runs, dataset)))
+    args = ("9", "4.5, Fig. 6", "LIF neurons receive a higher ENWSI than IF neurons across the layers.",
+            "Fig. 6: blue and red bars above green in every layer", "ENWSI per hidden layer (clean test set)", dataset)
+    return ClaimResult(*args, parts) if parts else _cannot(*args, "no measured network")
+
+
+def divergence_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Per tau_m of ``dataset``: runs, diverged runs, the epochs at which they diverged, mean final accuracy of the others."""
+    part = runs[runs["dataset"] == dataset]
+    rows = []
+    for tau in stats.leak_order(part["tau_m"]):
+        group = part[part["tau_m"].astype(float) == tau]
+        bad = group[group["status"] == "diverged"]
+        good = group[group["status"] != "diverged"]
+        rows.append({"tau_m": tau, "runs": len(group), "diverged": len(bad),
+                     "diverged_epochs": [int(e) for e in bad.get("diverged_epoch", pd.Series(dtype=float)).dropna()],
+                     "accuracy_of_the_others": float(100 * good["test_acc"].mean()) if len(good) else math.nan})
+    return pd.DataFrame(rows, columns=["tau_m", "runs", "diverged", "diverged_epochs", "accuracy_of_the_others"])
+
+
+def claim_divergence(runs: pd.DataFrame | None, dataset: str, below: float = DIVERGENCE_BELOW) -> ClaimResult:
+    """(13) Training diverges when tau_m is too small (below 30) and not at 30 and above (Sec. 4.2).
+
+    A run diverges when its loss stops being finite or no spike reaches one of its hidden layers for a
+    whole epoch (``status: diverged`` in metrics.json). Rule, on the counts (no interval: each run
+    either diverged or not): every run below ``below`` diverged and none at or above it ->
+    reproduced; every run of some tau_m below ``below`` converged -> not reproduced; else (mixed
+    outcomes) inconclusive. No run below ``below`` in the sweep -> cannot decide.
+    """
+    args = ("13", "4.2", f"Training loss diverges when tau_m is too small (tau_m < {below:g}).",
+            "Sec. 4.2, in words; no numbers reported")
+    measure = "runs whose loss became non-finite or in which a hidden layer fell silent for an epoch, per tau_m"
+    if runs is None or runs.empty or "status" not in runs.columns:
+        return _cannot(*args, measure, dataset, "no run statuses")
+    table = divergence_table(runs, dataset)
+    if table.empty:
+        return _cannot(*args, measure, dataset, "no runs of this dataset")
+    small = table[table["tau_m"] < below]
+    large = table[table["tau_m"] >= below]
+    counts = {float(r.tau_m): {i: (1.0 if i < r.diverged else 0.0) for i in range(int(r.runs))}
+              for r in table.itertuples()}
+    summary = ", ".join(f"{_tau_name(r.tau_m)} {r.diverged}/{r.runs}" for r in table.itertuples())
+    if small.empty:
+        verdict, why = stats.CANNOT_DECIDE, f"no run with tau_m < {below:g} in this sweep (diverged: {summary})"
+    elif (small["diverged"] == small["runs"]).all() and (large["diverged"] == 0).all():
+        verdict, why = stats.REPRODUCED, f"every run below {below:g} diverged, none at or above (diverged: {summary})"
+    elif (small["diverged"] == 0).any():
+        verdict, why = stats.NOT_REPRODUCED, (f"every run of some tau_m below {below:g} converged "
+                                              f"(diverged: {summary})")
+    else:
+        verdict, why = stats.INCONCLUSIVE, f"mixed outcomes (diverged: {summary})"
+    decision = stats.Decision("diverges below", verdict, why, (), 1.0, "none")
+    return ClaimResult(*args, measure + " (fraction of seeds diverged)", dataset,
+                       [ClaimPart("", counts, "diverges below", decision)])
 
 
 def claims_ledger(history: pd.DataFrame, robustness: pd.DataFrame | None, clean: pd.DataFrame | None,
                   datasets: Iterable[str] | None = None, sse_window: float = 20 / 150,
-                  accuracy_tolerance: float = ACCURACY_TOLERANCE, points: int = 25) -> list[ClaimResult]:
-    """Every claim of Sec. 4 on every dataset, in the ledger's order (1-11); tables given as None are skipped."""
+                  accuracy_tolerance: float | None = None, points: int = 25, runs: pd.DataFrame | None = None,
+                  n_test: Mapping[str, int] | None = None) -> list[ClaimResult]:
+    """Every claim of Sec. 4 on every dataset, in the ledger's order (1-13); tables given as None give
+    'cannot decide' rows. A claim whose data do not allow its measure is 'cannot decide' with the
+    reason; none raises. ``n_test``: test-set size per dataset (for claim 1's tolerance)."""
     datasets = list(datasets) if datasets is not None else list(dict.fromkeys(history["dataset"]))
-    steps: list[tuple[str, Callable[[str], ClaimResult]]] = [
-        ("history", lambda d: claim_baseline_accuracy(history, d, accuracy_tolerance)),
-        ("robustness", lambda d: claim_robustness(robustness, d, 1)),
-        ("robustness", lambda d: claim_robustness(robustness, d, 2)),
-        ("robustness", lambda d: claim_tau30_over_100(robustness, d)),
-        ("history", lambda d: claim_equal_train_sse(history, d, points)),
-        ("clean", lambda d: claim_spike_rate(clean, d)),
-        ("clean", lambda d: claim_synaptic_ops(clean, d)),
-        ("clean", lambda d: claim_critical_frequency(clean, d)),
-        ("clean", lambda d: claim_enwsi(clean, d)),
-        ("history", lambda d: claim_final_sse(history, d, "test", sse_window)),
-        ("history", lambda d: claim_final_sse(history, d, "train", sse_window)),
+    tables = {"history": history, "robustness": robustness, "clean": clean, "runs": runs}
+    steps: list[tuple[str, str, str, Callable[[str], ClaimResult]]] = [
+        ("1", "history", "baseline accuracy", lambda d: claim_baseline_accuracy(
+            history, d, accuracy_tolerance, (n_test or {}).get(d), runs)),
+        ("2", "robustness", "robustness, scenario 1", lambda d: claim_robustness(robustness, d, 1, runs)),
+        ("3", "robustness", "robustness, scenario 2", lambda d: claim_robustness(robustness, d, 2, runs)),
+        ("4", "robustness", "tau_m = 30 vs 100", lambda d: claim_tau30_over_100(robustness, d, runs)),
+        ("5", "history", "equal train SSE", lambda d: claim_equal_train_sse(history, d, points, runs)),
+        ("6", "clean", "spike rate", lambda d: claim_spike_rate(clean, d, runs)),
+        ("7", "clean", "synaptic operations", lambda d: claim_synaptic_ops(clean, d, runs)),
+        ("8", "clean", "critical frequency", lambda d: claim_critical_frequency(clean, d, runs)),
+        ("9", "clean", "ENWSI", lambda d: claim_enwsi(clean, d, runs)),
+        ("10", "history", "final test SSE", lambda d: claim_final_sse(history, d, "test", sse_window, runs)),
+        ("11", "history", "final train SSE", lambda d: claim_final_sse(history, d, "train", sse_window, runs)),
+        ("12", "clean", "noise raises the critical frequency",
+         lambda d: claim_noise_raises_critical_frequency(clean, d, runs)),
+        ("13", "runs", "divergence at small tau_m", lambda d: claim_divergence(runs, d)),
     ]
-    tables = {"history": history, "robustness": robustness, "clean": clean}
-    return [step(d) for d in datasets for need, step in steps if tables[need] is not None]
+    results = []
+    for dataset in datasets:
+        for id_, need, name, step in steps:
+            table = tables[need]
+            if table is None or (isinstance(table, pd.DataFrame) and
+                                 ("dataset" not in table.columns or not (table["dataset"] == dataset).any())):
+                results.append(_cannot(id_, "", name, "", "", dataset, f"no {need} table for this dataset"))
+                continue
+            try:
+                results.append(step(dataset))
+            except (ValueError, KeyError) as exc:  # data that do not allow the measure: a row, not a crash
+                results.append(_cannot(id_, "", name, "", "", dataset, f"{type(exc).__name__}: {exc}"))
+    return results
 
 
 def ledger_frame(results: Sequence[ClaimResult]) -> pd.DataFrame:
-    """The ledger as a table: id, dataset, section, claim, measure, evidence (mean±std per tau_m), verdict, reason."""
+    """The ledger as a table: id, dataset, section, claim, paper, measure, evidence (mean±std per tau_m),
+    intervals (95 % interval of every paired difference), verdict, reason."""
     return pd.DataFrame([{"id": r.id, "dataset": r.dataset, "section": r.section, "claim": r.claim,
                           "paper": r.paper, "measure": r.measure, "evidence": r.evidence(),
-                          "verdict": r.verdict, "reason": r.reason} for r in results])
+                          "intervals": r.intervals(), "verdict": r.verdict, "reason": r.reason} for r in results])
 
 
 def ledger_summary(results: Sequence[ClaimResult]) -> dict[str, dict[str, int]]:
-    """Counts of each verdict per dataset: ``{dataset: {"reproduced": n, ...}}``."""
+    """Counts of each verdict per dataset: ``{dataset: {"reproduced": n, ...}}`` (every verdict listed)."""
     out: dict[str, dict[str, int]] = {}
     for r in results:
         out.setdefault(r.dataset, {v: 0 for v in VERDICTS})[r.verdict] += 1
@@ -438,21 +658,28 @@ def markdown_table(frame: pd.DataFrame, index: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
 def write_ledger(results: Sequence[ClaimResult], directory: str | os.PathLike[str],
                  profile: str | None = None) -> list[Path]:
     """Write ``claims.md`` (markdown table + summary) and ``claims.json`` into ``directory``; return the paths."""
+    from .runs import atomic_write_text
+
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     summary = ledger_summary(results)
-    frame = ledger_frame(results)[["id", "dataset", "claim", "measure", "evidence", "verdict", "reason"]]
+    frame = ledger_frame(results)[["id", "dataset", "claim", "measure", "evidence", "intervals", "verdict", "reason"]]
     head = f"# Claims ledger{f' (profile {profile})' if profile else ''}\n\n"
-    counts = "\n".join(f"- {DATASET_NAMES.get(d, d)}: " + ", ".join(f"{n} {v}" for v, n in c.items())
+    counts = "\n".join(f"- {DATASET_NAMES.get(d, d)}: " + ", ".join(f"{n} {v}" for v, n in c.items() if n)
                        for d, c in summary.items())
-    md = out / "claims.md"
-    md.write_text(head + counts + "\n\n" + markdown_table(frame))
-    js = out / "claims.json"
-    js.write_text(json.dumps({"profile": profile, "summary": summary, "claims": [r.to_dict() for r in results]},
-                             indent=2, allow_nan=True) + "\n")
+    md = atomic_write_text(out / "claims.md", head + counts + "\n\n" + markdown_table(frame))
+    js = atomic_write_text(out / "claims.json", json.dumps(
+        {"profile": profile, "summary": summary, "claims": [r.to_dict() for r in results]},
+        indent=2, allow_nan=True, default=_json_default) + "\n")
     return [md, js]
 
 
@@ -460,21 +687,27 @@ def write_ledger(results: Sequence[ClaimResult], directory: str | os.PathLike[st
 # Table 1
 
 
-def table1(history: pd.DataFrame | None, clean: pd.DataFrame | None, sse_window: float = 20 / 150) -> pd.DataFrame:
+def table1(history: pd.DataFrame | None, clean: pd.DataFrame | None, sse_window: float = 20 / 150,
+           runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table 1 as a tidy table: dataset, tau_m, row (a key of ``TABLE1_ROWS``), mean, std, n over seeds, paper.
 
-    Rows: accuracy (last epoch, %), test_sse and train_sse (:func:`leaklib.analysis.sse_table`) from
-    ``history``; spikes (%) and synaptic_ops per image (clean test set) from ``clean``. A table given
-    as None leaves its rows out. ``paper`` is the paper's value for that dataset (NaN where the paper
-    has none, e.g. digits).
+    Rows: accuracy (last epoch, %), test_sse and train_sse (:func:`leaklib.generalization.sse_table`;
+    the train SSE in eval mode where the history has it) from ``history``; spikes (%) and
+    synaptic_ops per image (clean test set) from ``clean``. A table given as None leaves its rows
+    out; diverged runs (``runs``) are left out. ``paper`` is the paper's value for that dataset (NaN
+    where the paper has none, e.g. digits).
     """
     per_run: dict[str, pd.DataFrame] = {}
     if history is not None:
+        history = _finished(history, runs)
         sse = sse_table(history, sse_window)
+        train_column = "train_sse_eval" if "train_sse_eval" in sse.columns and sse["train_sse_eval"].notna().all() \
+            else "train_sse"
         per_run["accuracy"] = final_accuracy(history).rename(columns={"accuracy": "value"})
         per_run["test_sse"] = sse.rename(columns={"test_sse": "value"})
-        per_run["train_sse"] = sse.rename(columns={"train_sse": "value"})
+        per_run["train_sse"] = sse.rename(columns={train_column: "value"})
     if clean is not None:
+        clean = _finished(clean, runs)
         per_run["spikes"] = clean.rename(columns={"spike_rate": "value"})
         per_run["synaptic_ops"] = clean.rename(columns={"synaptic_ops": "value"})
     if not per_run:

@@ -13,6 +13,8 @@ __all__ = ["sse_table", "test_sse_at_train_sse", "common_train_sse_range"]
 
 
 _HISTORY_VALUES = ("train_sse", "test_sse", "train_acc", "test_acc")
+#: Measured in eval mode after each epoch on a fixed train subset (histories written since it was added).
+_OPTIONAL_VALUES = ("train_sse_eval", "train_acc_eval")
 
 
 def sse_table(histories: pd.DataFrame | Iterable[Mapping[str, Any]], fraction: float = 20 / 150,
@@ -22,7 +24,8 @@ def sse_table(histories: pd.DataFrame | Iterable[Mapping[str, Any]], fraction: f
     ``histories``: per-epoch records (e.g. :func:`leaklib.sweep.history_table`) with epoch, train_sse,
     test_sse, train_acc, test_acc and key columns ``by`` (default: whichever of dataset, tau_m, seed
     exist). The window is ``max(1, round(fraction * epochs))`` epochs (20 of 150), as ``metrics.json``.
-    Returns one row per key with the four means, ``epochs`` and ``window``.
+    Returns one row per key with the four means (six where the history has the eval-mode
+    ``train_sse_eval``/``train_acc_eval``), ``epochs`` and ``window``.
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
@@ -31,6 +34,7 @@ def sse_table(histories: pd.DataFrame | Iterable[Mapping[str, Any]], fraction: f
     if missing:
         raise KeyError(f"history records lack {', '.join(missing)}")
     keys = list(by) if by is not None else [c for c in ("dataset", "tau_m", "seed") if c in table.columns]
+    values = _HISTORY_VALUES + tuple(c for c in _OPTIONAL_VALUES if c in table.columns)
     rows = []
     groups = table.groupby(keys, sort=False) if keys else [((), table)]
     for key, group in groups:
@@ -40,9 +44,9 @@ def sse_table(histories: pd.DataFrame | Iterable[Mapping[str, Any]], fraction: f
         window = max(1, round(fraction * len(group)))
         last = group.tail(window)
         key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(keys, key)), **{c: float(last[c].mean()) for c in _HISTORY_VALUES},
+        rows.append({**dict(zip(keys, key)), **{c: float(last[c].mean()) for c in values},
                      "epochs": len(group), "window": window})
-    return pd.DataFrame(rows, columns=keys + list(_HISTORY_VALUES) + ["epochs", "window"])
+    return pd.DataFrame(rows, columns=keys + list(values) + ["epochs", "window"])
 
 
 

