@@ -37,6 +37,7 @@ CHAPTERS: tuple[str, ...] = (
     "05_generalization",
     "06_sparsity",
     "07_claims",
+    "08_training_semantics",
 )
 
 PROFILES: tuple[str, ...] = ("smoke", "quick", "paper")

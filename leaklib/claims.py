@@ -78,6 +78,9 @@ __all__ = [
     "markdown_table",
     "write_ledger",
     "per_layer_table",
+    "MEASURES",
+    "measures_by_run",
+    "divergence_table",
     "table1",
     "table1_display",
     "write_table1",
@@ -369,6 +372,71 @@ def per_layer_table(clean: pd.DataFrame) -> pd.DataFrame:
             rows.append({"dataset": r.dataset, "tau_m": float(r.tau_m), "run": run, "layer": layer,
                          "spike_rate": float(rate), "enwsi": float(norm)})
     return pd.DataFrame(rows, columns=["dataset", "tau_m", "run", "layer", "spike_rate", "enwsi"])
+
+
+#: The per-run measures of the leak-axis figure, in the ledger's order, with their labels.
+MEASURES: dict[str, str] = {
+    "accuracy": "clean test accuracy (%)",
+    "drop_scenario_1": "accuracy drop, scenario 1 (points)",
+    "drop_scenario_2": "accuracy drop, scenario 2 (points)",
+    "test_sse_at_equal_train": "test SSE at equal train SSE",
+    "spike_rate": "spikes (%)",
+    "synaptic_ops": "synaptic operations per image",
+    "critical_frequency": "critical frequency, clean",
+    "critical_frequency_noisy": "critical frequency, noisy",
+    "enwsi_mean": "ENWSI, mean over layers",
+    "test_sse": "final test SSE",
+    "train_sse": "final train SSE (eval mode)",
+}
+
+
+def measures_by_run(history: pd.DataFrame, robustness: pd.DataFrame | None, clean: pd.DataFrame | None,
+                    runs: pd.DataFrame | None = None, sse_window: float = 20 / 150, points: int = 25) -> pd.DataFrame:
+    """Every per-run measure of the claims for every trained tau_m (the paper's and any other), in long form.
+
+    Columns: dataset, tau_m, seed, status (finished | diverged), measure (a key of :data:`MEASURES`),
+    value. Diverged runs get one row with measure "accuracy" and NaN value (the figure marks them).
+    A measure that the data do not allow (e.g. train-SSE ranges that do not overlap) is left out.
+    """
+    finished = _finished(history, runs)
+    per_run: list[pd.DataFrame] = [final_accuracy(finished).rename(columns={"accuracy": "value"}).assign(
+        measure="accuracy")]
+    sse = sse_table(finished, sse_window) if not finished.empty else pd.DataFrame()
+    if not sse.empty:
+        train = "train_sse_eval" if "train_sse_eval" in sse.columns and sse["train_sse_eval"].notna().all() \
+            else "train_sse"
+        per_run += [sse.rename(columns={"test_sse": "value"}).assign(measure="test_sse"),
+                    sse.drop(columns=["train_sse"] if train != "train_sse" else []).rename(
+                        columns={train: "value"}).assign(measure="train_sse")]
+        try:
+            equal, _ = equal_train_sse(finished, points)
+            per_run.append(equal.rename(columns={"test_sse_at_equal_train": "value"}).assign(
+                measure="test_sse_at_equal_train"))
+        except ValueError:
+            pass
+    if robustness is not None and not robustness.empty:
+        for scenario in sorted(set(robustness["scenario"])):
+            drop = accuracy_drop(robustness, scenarios=[scenario])
+            per_run.append(drop.rename(columns={"drop": "value"}).assign(measure=f"drop_scenario_{scenario}"))
+    if clean is not None and not clean.empty:
+        means = critical_frequency_means(clean)
+        per_run += [clean.rename(columns={"spike_rate": "value"}).assign(measure="spike_rate"),
+                    clean.rename(columns={"synaptic_ops": "value"}).assign(measure="synaptic_ops"),
+                    means.rename(columns={"critical_frequency": "value"}).assign(measure="critical_frequency"),
+                    means.rename(columns={"critical_frequency_noisy": "value"}).assign(
+                        measure="critical_frequency_noisy"),
+                    clean.assign(value=[float(np.mean(v)) for v in clean["enwsi"]], measure="enwsi_mean")]
+    columns = ["dataset", "tau_m", "seed", "measure", "value"]
+    out = pd.concat([p[columns] for p in per_run], ignore_index=True)
+    out["status"] = "finished"
+    if runs is not None and not runs.empty and "status" in runs.columns:
+        bad = runs[runs["status"] == "diverged"][["dataset", "tau_m", "seed"]]
+        out = pd.concat([out, bad.assign(measure="accuracy", value=math.nan, status="diverged")], ignore_index=True)
+    out["tau_m"] = out["tau_m"].astype(float)
+    order = {m: i for i, m in enumerate(MEASURES)}
+    return out.sort_values(["dataset", "measure", "tau_m", "seed"], key=lambda s: s.map(order) if s.name == "measure"
+                           else (-s if s.name == "tau_m" else s), kind="stable").reset_index(drop=True)[
+        columns[:3] + ["status", "measure", "value"]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -677,8 +745,11 @@ def write_ledger(results: Sequence[ClaimResult], directory: str | os.PathLike[st
     counts = "\n".join(f"- {DATASET_NAMES.get(d, d)}: " + ", ".join(f"{n} {v}" for v, n in c.items() if n)
                        for d, c in summary.items())
     md = atomic_write_text(out / "claims.md", head + counts + "\n\n" + markdown_table(frame))
+    from .runs import git_commit
+
     js = atomic_write_text(out / "claims.json", json.dumps(
-        {"profile": profile, "summary": summary, "claims": [r.to_dict() for r in results]},
+        {"profile": profile, "commit": git_commit(short=True), "summary": summary,
+         "claims": [r.to_dict() for r in results]},
         indent=2, allow_nan=True, default=_json_default) + "\n")
     return [md, js]
 

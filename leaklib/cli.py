@@ -101,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     profiles = sub.add_parser("profiles", help="print the profiles and their settings")
     profiles.set_defaults(func=_cmd_profiles)
 
+    report = sub.add_parser("report", help="write the README's results block from a finished book run",
+                            description="Collect the claims ledgers, accuracies and chapter times a finished "
+                            "`leaklib book run` left on disk and write them into README.md between the results "
+                            "markers (or, with --check, verify the block matches what the code renders).")
+    report.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
+    report.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="the profile overrides the book was run with")
+    report.add_argument("--results-dir", default="results")
+    report.add_argument("--build-dir", default="_build", help="where `leaklib book run` staged the chapters")
+    report.add_argument("--readme", default="README.md")
+    report.add_argument("--check", action="store_true", help="only check the README's block; exit 1 if stale in form")
+    report.set_defaults(func=_cmd_report)
+
     try:
         from . import book
     except ImportError:  # the book extra is not installed
@@ -145,6 +158,25 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
               f"batch={profile.batch_size} lr={profile.lr:g} milestones={profile.milestone_epochs()} "
               f"dropout={profile.dropout} leak_grad={profile.leak_grad} correction={profile.correction} "
               f"pooling={profile.pooling}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    if args.check:
+        problems = report.check_readme(args.readme)
+        for problem in problems:
+            print(f"leaklib: {args.readme}: {problem}", file=sys.stderr)
+        return 1 if problems else 0
+    try:
+        data = report.collect(args.profile, args.results_dir, args.build_dir, parse_overrides(args.overrides))
+        changed = report.update_readme(args.readme, data)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"leaklib: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.readme}: results block {'updated' if changed else 'unchanged'} (profile {data['profile']}, "
+          f"variant {data['variant']})")
     return 0
 
 

@@ -277,6 +277,11 @@ def fig_learning_curves(table: pd.DataFrame) -> Figure:
                 mean, std = scale * stats["mean"].to_numpy(), scale * stats["std"].fillna(0).to_numpy()
                 ax.plot(stats["epoch"], mean, color=tau_color(tau), label=tau_label(tau))
                 ax.fill_between(stats["epoch"], mean - std, mean + std, color=tau_color(tau), alpha=0.2, lw=0)
+                if column == "train_sse" and "train_sse_eval" in sub.columns:  # the eval-mode value, dashed
+                    evals = _mean_std(sub[sub["tau_m"] == tau], ["epoch"], "train_sse_eval")
+                    ax.plot(evals["epoch"], evals["mean"], color=tau_color(tau), ls="--", lw=1)
+            if column == "train_sse" and "train_sse_eval" in sub.columns:
+                label = "train SSE (solid: running mean; dashed: eval mode after the epoch)"
             ax.set_xlabel("epoch")
             ax.set_ylabel(label)
             ax.set_title(f"{_name(dataset)} {label}".strip())
@@ -375,5 +380,120 @@ def fig_table1(table: pd.DataFrame, title: str | None = None) -> Figure:
             cell.set_facecolor("none")  # an open cell outline cannot be filled cleanly; neighbours must not hide text
     if title:
         ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# leak as an axis: every measure of the claims against tau_m over every trained value
+
+__all__ += ["fig_measures_vs_tau"]
+
+
+def fig_measures_vs_tau(table: pd.DataFrame, labels: dict[str, str] | None = None, columns: int = 4) -> Figure:
+    """Each per-run measure against tau_m (log axis, IF at the right as 'inf'), seeds as dots, mean as a line.
+
+    ``table``: :func:`leaklib.claims.measures_by_run` (dataset, tau_m, seed, status, measure, value).
+    Diverged runs are drawn as crosses on the axis of the first panel with their count. One row of
+    panels per dataset and measure group; ``labels`` names the measures (default: the measure keys).
+    """
+    _require(table, ["dataset", "tau_m", "seed", "status", "measure", "value"], "fig_measures_vs_tau")
+    labels = labels or {}
+    measures = list(dict.fromkeys(table["measure"]))
+    datasets = _datasets(table)
+    finite = sorted({float(t) for t in table["tau_m"] if math.isfinite(float(t))})
+    if not finite:
+        finite = [1.0]
+    lo, hi = min(finite), max(finite)
+    if_x = hi * 3.0  # IF sits one decade-ish right of the largest finite tau_m, on its own tick
+
+    def x_of(tau: float) -> float:
+        return if_x if math.isinf(tau) else tau
+
+    rows = math.ceil(len(measures) / columns) * len(datasets)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for d_index, dataset in enumerate(datasets):
+        sub = _subset(table, dataset)
+        for m_index, measure in enumerate(measures):
+            ax = axes.flat[d_index * math.ceil(len(measures) / columns) * columns + m_index]
+            ax.set_visible(True)
+            part = sub[(sub["measure"] == measure) & (sub["status"] != "diverged")].dropna(subset=["value"])
+            for tau, group in part.groupby("tau_m"):
+                ax.scatter(np.full(len(group), x_of(float(tau))), group["value"], s=12, color=tau_color(float(tau)),
+                           alpha=0.7, zorder=3)
+            means = part.groupby("tau_m")["value"].mean()
+            if len(means):
+                xs = [x_of(float(t)) for t in means.index]
+                order = np.argsort(xs)
+                ax.plot(np.asarray(xs)[order], means.to_numpy()[order], color="0.3", lw=1, zorder=2)
+            if m_index == 0:
+                bad = sub[sub["status"] == "diverged"].groupby("tau_m")["seed"].nunique()
+                for tau, count in bad.items():
+                    ax.annotate(f"{count}×diverged", (x_of(float(tau)), 0), xycoords=("data", "axes fraction"),
+                                xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7, color="crimson")
+                    ax.scatter([x_of(float(tau))], [0], marker="x", color="crimson", transform=ax.get_xaxis_transform(),
+                               clip_on=False, zorder=4)
+            ax.set_xscale("log")
+            ticks = finite + [if_x]
+            ax.set_xticks(ticks)
+            ax.set_xticklabels([f"{t:g}" for t in finite] + ["inf"], fontsize=7)
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.set_xlim(lo / 1.6, if_x * 1.6)
+            ax.set_title(f"{_name(dataset)} {labels.get(measure, measure)}".strip(), fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.set_xlabel(r"$\tau_m$ (more leak to the left)", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# the backward pass of one neuron (Sec. 2.3, Eq. 5): [21]'s detached leak against the exact gradient
+
+__all__ += ["fig_bptt_gradient"]
+
+
+def fig_bptt_gradient(currents: Sequence[float], tau_m: float) -> Figure:
+    """One LIF neuron driven by ``currents``: its membrane and spikes, and dL/dI[t] for L = the last spike.
+
+    The gradient is computed by :func:`leaklib.neurons.lif_multistep` (autograd) under the exact
+    gradient and under [21]'s detached leak with its correction, so the figure shows what each
+    backward pass sends back through time.
+    """
+    import torch
+
+    from .neurons import decay_factor, leak_correction, lif_multistep, lif_trace
+
+    current = torch.tensor(list(currents), dtype=torch.float64).view(-1, 1)
+    if current.numel() < 2:
+        raise ValueError("fig_bptt_gradient needs at least two time steps")
+    membrane, spikes = lif_trace(current, tau_m)
+    fired = torch.nonzero(spikes.flatten()).flatten()
+    if fired.numel() == 0:
+        raise ValueError("the neuron never fires with these currents: nothing to differentiate")
+    last = int(fired[-1])
+    grads = {}
+    for name, mode, correction in (("exact gradient", "exact", "none"),
+                                   ("[21]: detached leak + correction", "detached", "lee2020")):
+        x = current.clone().requires_grad_()
+        lif_multistep(x, tau_m, leak_grad=mode, correction=correction)[last, 0].backward()
+        grads[name] = x.grad.flatten().numpy()
+    beta = decay_factor(tau_m)
+    trace = float(sum(beta ** (len(current) - 1 - int(t)) for t in fired))
+    corr = float(leak_correction(torch.tensor([trace]), torch.tensor([float(fired.numel())]), beta))
+    steps = np.arange(len(current))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 4.2), sharex=True)
+    top.plot(steps, membrane.flatten().numpy(), color=tau_color(tau_m), lw=1)
+    top.axhline(1.0, color="0.5", ls=":", lw=1)
+    top.vlines(fired.numpy(), 1.0, 1.3, color="k", lw=1)
+    top.set_ylabel("membrane u[t]")
+    top.set_title(rf"one LIF neuron, $\tau_m={tau_m:g}$: spikes (ticks) and the gradient of its last spike", fontsize=9)
+    for (name, g), style in zip(grads.items(), ("-", "--")):
+        bottom.step(steps, g, where="mid", ls=style, label=name)
+    bottom.set_xlabel("time step t")
+    bottom.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    bottom.set_ylabel(r"$\partial O[t_{last}] / \partial I[t]$")
+    bottom.legend(fontsize=8, title=f"correction factor {corr:.4f}", title_fontsize=8)
     fig.tight_layout()
     return fig

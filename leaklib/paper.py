@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["PAPER_TABLE1", "PAPER_CRITICAL_FREQUENCY", "TABLE1_ROWS"]
+__all__ = ["PAPER_TABLE1", "PAPER_CRITICAL_FREQUENCY", "TABLE1_ROWS", "LEE2020_PROTOCOL", "PAPER_PROTOCOL"]
 
 #: Table 1 of the paper: {dataset: {tau_m: {row: value}}}.
 PAPER_TABLE1: dict[str, dict[float, dict[str, float]]] = {
@@ -37,4 +37,29 @@ TABLE1_ROWS: dict[str, str] = {
 PAPER_CRITICAL_FREQUENCY: dict[str, dict[float, float]] = {
     "clean": {math.inf: 0.345, 100.0: 0.317, 30.0: 0.255},
     "noisy": {math.inf: 0.35, 100.0: 0.33, 30.0: 0.298},
+}
+
+#: The training protocol of [21] (Lee et al. 2020), read from its public VGG9 code
+#: (src/cifar10_VGG9.py of chan8972/Enabling_Spikebased_Backpropagation), for display beside ours.
+LEE2020_PROTOCOL: dict[str, str] = {
+    "leak gradient": "detached: l*mem.detach() + mem - mem.detach() (gradient 1 through time)",
+    "Eq. 5 epsilon": "per-neuron factor (LF > 1e-3) + ln(l)*LF/Total on the spike gradient (hooks)",
+    "surrogate": "1/threshold where the neuron fired (threshold 1); reset: gradient 0 through a spike",
+    "pooling": "2x2 average, then non-leaky spiking neurons, threshold 0.75, gradient 1",
+    "output layer": "mem + fc(out), then decayed (detached); prediction mem/threshold/T",
+    "initialisation": "N(0, 2/fan_in) (He), conv and linear, no biases",
+    "optimiser": "SGD without momentum (the momentum option is never passed), weight decay 5e-4",
+    "learning rate": "0.0033 at batch 16, MSE summed over batch and classes (no 1/2)",
+    "schedule": "150 epochs; lr x0.2 at epochs 70, 100 and 125",
+    "dropout": "p = 0.2 after every conv and FC spiking layer, one mask per sample for all steps; none at test",
+    "inputs": "per-channel normalisation, signed Poisson spikes, T = 100 (leak l = 0.99 in the file)",
+    "augmentation": "CIFAR-10: random crop (padding 4) and horizontal flip",
+}
+
+#: What the paper itself states about training (Sec. 4.1).
+PAPER_PROTOCOL: dict[str, str] = {
+    "schedule": "150 epochs, batch 64, learning rate decreased at epochs 70 and 100",
+    "inputs": "each image normalised to zero mean and scaled to [-1, 1]; Poisson spike trains, T = 100",
+    "seeds": "three independently trained networks per tau_m",
+    "protocol": "\"We follow the training protocols as described in [21]\"",
 }

@@ -14,8 +14,10 @@ if os.environ.get("MPLBACKEND") is None and not os.environ.get("DISPLAY"):
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-#: Colours of Fig. 2/3/5/6 of the paper: IF green, tau_m=100 red, tau_m=30 blue.
-TAU_COLORS: dict[float, str] = {math.inf: "tab:green", 100.0: "tab:red", 30.0: "tab:blue"}
+#: Colours of Fig. 2/3/5/6 of the paper: IF green, tau_m=100 red, tau_m=30 blue; and, for the smaller
+#: tau_m this book adds (Sec. 4.2's divergence below 30), purple and orange.
+TAU_COLORS: dict[float, str] = {math.inf: "tab:green", 100.0: "tab:red", 30.0: "tab:blue", 20.0: "tab:purple",
+                                10.0: "tab:orange"}
 
 FIGURE_FORMATS: tuple[str, ...] = ("png", "svg")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -29,6 +30,8 @@ __all__ = [
     "analysis_images",
     "robustness_table",
     "clean_table",
+    "Sweep",
+    "open_sweep",
 ]
 
 
@@ -66,8 +69,13 @@ def history_table(configs: Iterable[RunConfig], results_dir: str | os.PathLike[s
 
 
 def metrics_table(configs: Iterable[RunConfig], results_dir: str | os.PathLike[str] = "results") -> pd.DataFrame:
-    """One row per run with its final metrics (``metrics.json``)."""
-    return pd.DataFrame([{**_keys(c), **load_run(c, results_dir)["metrics"]} for c in configs])
+    """One row per run with its final metrics (``metrics.json``), its ``status`` (finished | diverged) and test-set size."""
+    rows = []
+    for c in configs:
+        run = load_run(c, results_dir)
+        rows.append({**_keys(c), "status": "finished", **run["metrics"],
+                     "test_size": run["config"].get("test_size"), "train_size": run["config"].get("train_size")})
+    return pd.DataFrame(rows)
 
 
 def summarize(table: pd.DataFrame, value: str, by: tuple[str, ...] = ("dataset", "tau_m")) -> pd.DataFrame:
@@ -171,3 +179,87 @@ def clean_table(configs: Iterable[RunConfig], results_dir: str | os.PathLike[str
             value[key] = [float(v) for v in value[key]]  # NaN is stored as the string 'nan'
         rows.append({**value, "analysis_seed": value["seed"], **_keys(config)})  # the run's seed, not the encoding's
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# a profile's sweep as the chapters use it
+
+
+@dataclass
+class Sweep:
+    """A profile's trained sweep and its tables, shared by the chapters (train or reuse once, read many times).
+
+    ``runs`` is :func:`metrics_table` (one row per run with ``status``: finished | diverged);
+    ``history`` every epoch of every run (a diverged run's epochs before it diverged). The per-run
+    analyses (:meth:`robustness`, :meth:`clean`) cover the finished runs only and are cached in the
+    run folders, so every chapter that asks gets the same numbers.
+    """
+
+    profile: Profile
+    results_dir: Path
+    device: str
+    configs: list[RunConfig]
+    history: pd.DataFrame
+    runs: pd.DataFrame
+    _tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(dict.fromkeys(c.dataset for c in self.configs))
+
+    @property
+    def finished(self) -> list[RunConfig]:
+        """The configs of the runs that finished training (not diverged)."""
+        status = {(r.dataset, float(r.tau_m), int(r.seed)): r.status for r in self.runs.itertuples()}
+        return [c for c in self.configs if status.get((c.dataset, c.tau_m, c.seed)) != "diverged"]
+
+    @property
+    def diverged(self) -> list[RunConfig]:
+        done = set(map(id, self.finished))
+        return [c for c in self.configs if id(c) not in done]
+
+    @property
+    def n_test(self) -> dict[str, int]:
+        """Test-set size per dataset (what the runs were evaluated on)."""
+        return {d: int(part["test_size"].iloc[0]) for d, part in self.runs.groupby("dataset", sort=False)
+                if part["test_size"].notna().all()}
+
+    def robustness(self, progress: bool = False) -> pd.DataFrame:
+        """Fig. 3's accuracies of every finished run (:func:`robustness_table`)."""
+        if "robustness" not in self._tables:
+            self._tables["robustness"] = robustness_table(self.finished, self.results_dir, self.device,
+                                                          progress=progress)
+        return self._tables["robustness"]
+
+    def clean(self, progress: bool = False) -> pd.DataFrame:
+        """Table 1 / Fig. 5a-c / Fig. 6 measurements of every finished run (:func:`clean_table`)."""
+        if "clean" not in self._tables:
+            self._tables["clean"] = clean_table(self.finished, self.results_dir, self.device, progress=progress)
+        return self._tables["clean"]
+
+    def ledger(self, robustness: bool = True, clean: bool = True) -> list:
+        """Every claim of Sec. 4 on this sweep (:func:`leaklib.claims.claims_ledger`)."""
+        from .claims import claims_ledger
+
+        return claims_ledger(self.history, self.robustness() if robustness else None,
+                             self.clean() if clean else None, sse_window=self.profile.sse_window, runs=self.runs,
+                             n_test=self.n_test)
+
+    def ledger_dir(self) -> Path:
+        """``<results>/<profile>/<variant>``: where this sweep's claims ledger and Table 1 are written."""
+        return self.configs[0].folder(self.results_dir).parents[2]
+
+
+def open_sweep(profile: Profile | str, overrides: Any = None, results_dir: str | os.PathLike[str] = "results",
+               device: str = "auto", train: bool = True, progress: bool = False, **kwargs: Any) -> Sweep:
+    """The profile's sweep (``overrides``: ``--set``-style strings or a mapping), trained or reused; see :class:`Sweep`."""
+    from dataclasses import replace
+
+    from .profiles import parse_overrides
+
+    prof = _profile(profile)
+    if overrides:
+        prof = replace(prof, **parse_overrides(overrides))
+    configs = ensure_sweep(prof, results_dir, device, progress, **kwargs) if train else sweep_configs(prof)
+    return Sweep(prof, Path(results_dir), device, configs, history_table(configs, results_dir),
+                 metrics_table(configs, results_dir))

@@ -89,7 +89,10 @@ def test_learning_curve_figure_has_three_panels_per_dataset_and_a_line_per_tau(t
 
     profile, configs, results = tiny_sweep
     fig = fig_learning_curves(history_table(configs, results))
-    assert len(fig.axes) == 3 and all(len(ax.lines) == len(profile.taus) for ax in fig.axes)
+    # one line per tau_m in each panel; the train-SSE panel draws the eval-mode value as a second (dashed) line
+    assert len(fig.axes) == 3 and [len(ax.lines) for ax in fig.axes] == [len(profile.taus), 2 * len(profile.taus),
+                                                                        len(profile.taus)]
+    assert {line.get_linestyle() for line in fig.axes[1].lines} == {"-", "--"}
     with pytest.raises(ValueError, match="lacks column"):
         fig_learning_curves(history_table(configs, results).drop(columns="test_sse"))
 

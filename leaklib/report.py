@@ -1,0 +1,195 @@
+"""The README's results block, written from a finished book run (``leaklib report``), never typed.
+
+:func:`collect` reads what a run of the book left on disk: the claims ledgers that chapters 07 and
+08 wrote (``claims.json`` in each sweep's variant folder), Table 1 (``table1.csv``), the runs'
+metrics and the executed chapters' timings (``_build/src/book/*.ipynb``). :func:`render` turns that
+into markdown; :func:`update_readme` replaces the block between :data:`START` and :data:`END` and
+stores the data it was rendered from inside the block, so :func:`check_readme` (and a test) can
+re-render it and find a block that was edited by hand or written by another version of the code.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+__all__ = ["START", "END", "collect", "render", "update_readme", "check_readme", "readme_block"]
+
+START = "<!-- results:start (written by `leaklib report` from a finished book run; do not edit by hand) -->"
+END = "<!-- results:end -->"
+_DATA = re.compile(r"<!-- results-data (\{.*?\}) -->", re.S)
+_TAU_ORDER = ("inf", "100", "30")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing: run the book first (`leaklib book run`)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); rerun the chapter that writes it") from None
+
+
+def _ledger_rows(ledger: dict) -> list[dict]:
+    rows = []
+    for claim in ledger["claims"]:
+        rows.append({"id": claim["id"], "dataset": claim["dataset"], "claim": claim["claim"],
+                     "evidence": claim["evidence"], "intervals": claim.get("intervals", ""),
+                     "verdict": claim["verdict"]})
+    return rows
+
+
+def _chapter_times(build_dir: Path) -> dict[str, float]:
+    """Seconds per executed chapter from the runner's record in each staged notebook (``leaklib book run``)."""
+    import nbformat
+
+    times = {}
+    for path in sorted((build_dir / "src" / "book").glob("[0-9][0-9]_*.ipynb")):
+        record = nbformat.read(path, as_version=4).metadata.get("leaklib_book") or {}
+        if "seconds" in record:
+            times[path.stem] = float(record["seconds"])
+    return times
+
+
+def collect(profile: str = "quick", results_dir: str | os.PathLike[str] = "results",
+            build_dir: str | os.PathLike[str] = "_build", overrides: Any = None) -> dict:
+    """Everything the results block shows, from the files a finished book run wrote (nothing is recomputed)."""
+    from .profiles import ABLATIONS, format_tau
+    from .sweep import open_sweep
+
+    sweep = open_sweep(profile, overrides, results_dir, train=False)
+    prof = sweep.profile
+    ledger = _read_json(sweep.ledger_dir() / "claims.json")
+    exact_overrides = {**dict(overrides or {}), **ABLATIONS["exact-gradient"], "taus": "30,100,inf"}
+    exact = open_sweep(profile, exact_overrides, results_dir, train=False)
+    ablation = _read_json(exact.ledger_dir() / "claims.json")
+    runs = sweep.runs
+    accuracy = {}
+    for (dataset, tau), part in runs[runs["status"] == "finished"].groupby(["dataset", "tau_m"], sort=False):
+        values = [100 * v for v in part["test_acc"]]
+        mean = sum(values) / len(values)
+        std = round(math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)), 2) if len(values) > 1 else None
+        accuracy.setdefault(dataset, {})[format_tau(tau)] = {"mean": round(mean, 2), "std": std,
+                                                             "n": len(values), "min": round(min(values), 2)}
+    diverged = {f"{d}/{format_tau(t)}": int((part["status"] == "diverged").sum())
+                for (d, t), part in runs.groupby(["dataset", "tau_m"], sort=False)}
+    times = _chapter_times(Path(build_dir))
+    return {
+        "profile": prof.name, "variant": sweep.ledger_dir().name, "description": prof.description,
+        "settings": {"T": prof.num_steps, "epochs": prof.epochs, "batch": prof.batch_size, "lr": prof.lr,
+                     "seeds": len(prof.seeds), "taus": [format_tau(t) for t in prof.taus],
+                     "leak_grad": prof.leak_grad, "correction": prof.correction, "pooling": prof.pooling,
+                     "dropout": prof.dropout},
+        "runs": len(runs), "train_seconds": round(float(runs["train_seconds"].sum()), 1),
+        "accuracy": accuracy, "diverged": diverged,
+        "summary": ledger["summary"], "claims": _ledger_rows(ledger),
+        "ablation": {"summary": ablation["summary"], "claims": _ledger_rows(ablation)},
+        "chapter_seconds": {k: round(v, 1) for k, v in times.items()},
+        "commit": ledger.get("commit") or _commit(),
+        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}",
+        "date": _dt.date.today().isoformat(),
+    }
+
+
+def _commit() -> str:
+    from .runs import git_commit
+
+    return git_commit(short=True)
+
+
+def _counts(summary: dict[str, int]) -> str:
+    from .claims import VERDICTS
+
+    order = list(VERDICTS) + sorted(set(summary) - set(VERDICTS))
+    return ", ".join(f"**{summary[v]} {v}**" if v == "reproduced" else f"{summary[v]} {v}"
+                     for v in order if summary.get(v))
+
+
+def render(data: dict) -> str:
+    """The markdown of the results block (without the markers and the stored data)."""
+    s = data["settings"]
+    lines = [f"Profile `{data['profile']}` (settings variant `{data['variant']}`): {data['description']}. "
+             f"T={s['T']}, {s['epochs']} epochs, batch {s['batch']}, lr {s['lr']:g}, {s['seeds']} seeds, "
+             f"tau_m {' / '.join(s['taus'])}; training semantics: leak gradient {s['leak_grad']}, correction "
+             f"{s['correction']}, pooling {s['pooling']}, dropout {s['dropout']:g}. "
+             f"Written {data['date']} from git commit `{data['commit']}` on {data['machine']}.", ""]
+    times = data["chapter_seconds"]
+    if times:
+        total = sum(times.values())
+        lines.append(f"Book run: **{total / 60:.1f} min** of chapter execution "
+                     f"({', '.join(f'{k.split(chr(95), 1)[0]} {v:.0f} s' for k, v in times.items())}); "
+                     f"{data['runs']} training runs took {data['train_seconds'] / 60:.1f} min of that "
+                     f"(summed over runs).")
+        lines.append("")
+    for dataset, by_tau in data["accuracy"].items():
+        cells = "; ".join(f"tau_m={t}: {v['mean']:.2f}" + ("" if v["std"] is None else f" ± {v['std']:.2f}")
+                          + f" % (n={v['n']}, lowest {v['min']:.2f})" for t, v in by_tau.items())
+        lines.append(f"Clean test accuracy, {dataset}: {cells}.")
+    bad = {k: v for k, v in data["diverged"].items() if v}
+    lines.append(f"Diverged runs: {', '.join(f'{k} {v}' for k, v in bad.items()) if bad else 'none'}.")
+    lines.append("")
+    for dataset, summary in data["summary"].items():
+        ablation = data["ablation"]["summary"].get(dataset, {})
+        lines.append(f"Claims ledger ({dataset}), [21]'s training: {_counts(summary)}; with the exact gradient: "
+                     f"{_counts(ablation)}.")
+    lines += ["", "| # | claim (Sec. 4) | evidence (mean ± sd over seeds, IF first) | 95% intervals of the paired "
+                  "differences | verdict | exact gradient |", "|---|---|---|---|---|---|"]
+    ablation = {(c["id"], c["dataset"]): c for c in data["ablation"]["claims"]}
+    for c in data["claims"]:
+        other = ablation.get((c["id"], c["dataset"]), {}).get("verdict", "–")
+        cells = [c["id"], c["claim"], c["evidence"], c["intervals"], f"**{c['verdict']}**", other]
+        lines.append("| " + " | ".join(str(x).replace("|", "\\|").replace("\n", " ") for x in cells) + " |")
+    return "\n".join(lines)
+
+
+def readme_block(data: dict) -> str:
+    """The whole block: markers, the rendered markdown and the data it was rendered from."""
+    stored = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("--", "-\\u002d")
+    return f"{START}\n{render(data)}\n<!-- results-data {stored} -->\n{END}"
+
+
+def _split(text: str) -> tuple[str, str, str]:
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        raise ValueError("README must contain the results markers exactly once, start before end")
+    head, rest = text.split(START, 1)
+    body, tail = rest.split(END, 1)
+    return head, body, tail
+
+
+def update_readme(path: str | os.PathLike[str], data: dict) -> bool:
+    """Replace the results block of the README at ``path`` (atomically); True if it changed."""
+    from .runs import atomic_write_text
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    head, _, tail = _split(text)
+    new = head + readme_block(data) + tail
+    if new == text:
+        return False
+    atomic_write_text(path, new)
+    return True
+
+
+def check_readme(path: str | os.PathLike[str]) -> list[str]:
+    """Problems with the README's results block: missing markers or data, or text that is not what
+    :func:`render` makes of the stored data (edited by hand, or rendered by other code)."""
+    try:
+        _, body, _ = _split(Path(path).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        return [str(exc)]
+    match = _DATA.search(body)
+    if not match:
+        return ["the results block has no stored data (`<!-- results-data {...} -->`): regenerate it with "
+                "`leaklib report`"]
+    data = json.loads(match.group(1))
+    expected = readme_block(data)
+    if START + body + END != expected:
+        return ["the results block differs from what `leaklib report` renders from its own data: it was edited "
+                "by hand or written by another version; regenerate it with `leaklib report`"]
+    return []

@@ -1,0 +1,96 @@
+"""The README's results block: written by `leaklib report` from a finished run, checked for hand edits."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from leaklib import cli, report
+from leaklib.claims import claims_ledger, write_ledger
+from leaklib.profiles import ABLATIONS, get_profile
+from leaklib.sweep import open_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data(**extra):
+    data = {"profile": "quick", "variant": "abcd1234", "description": "default",
+            "settings": {"T": 100, "epochs": 12, "batch": 32, "lr": 1.0, "seeds": 5, "taus": ["30", "100", "inf"],
+                         "leak_grad": "detached", "correction": "lee2020", "pooling": "spiking", "dropout": 0.2},
+            "runs": 15, "train_seconds": 600.0,
+            "accuracy": {"digits": {"inf": {"mean": 96.5, "std": 0.4, "n": 5, "min": 96.0}}},
+            "diverged": {"digits/10": 5, "digits/30": 0},
+            "summary": {"digits": {"reproduced": 2, "inconclusive": 1}},
+            "claims": [{"id": "1", "dataset": "digits", "claim": "a | b", "evidence": "IF 1", "intervals": "x",
+                        "verdict": "reproduced"}],
+            "ablation": {"summary": {"digits": {"reproduced": 1}},
+                         "claims": [{"id": "1", "dataset": "digits", "verdict": "inconclusive"}]},
+            "chapter_seconds": {"01_neurons": 40.0, "02_training": 300.0}, "commit": "abc1234",
+            "machine": "2 CPU cores", "date": "2026-01-01"}
+    data.update(extra)
+    return data
+
+
+def test_the_readme_block_is_exactly_what_the_generator_renders():
+    assert report.check_readme(REPO / "README.md") == []
+
+
+def test_render_shows_settings_claims_ablation_and_times():
+    text = report.render(_data())
+    assert "T=100, 12 epochs" in text and "**5.7 min** of chapter execution" in text
+    assert "| 1 | a \\| b | IF 1 | x | **reproduced** | inconclusive |" in text  # pipes escaped, ablation beside
+    assert "Diverged runs: digits/10 5." in text
+    assert "96.50 ± 0.40 % (n=5, lowest 96.00)" in text
+
+
+def test_update_and_check_round_trip_and_catch_hand_edits(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{report.START}\nold\n{report.END}\n\nafter\n")
+    assert report.check_readme(readme)  # no stored data yet
+    assert report.update_readme(readme, _data()) is True
+    assert report.update_readme(readme, _data()) is False  # unchanged
+    text = readme.read_text()
+    assert text.startswith("# title\n\n") and text.endswith("\n\nafter\n")
+    assert report.check_readme(readme) == []
+    readme.write_text(text.replace("**reproduced**", "**not reproduced**"))  # a hand edit
+    assert "edited by hand" in report.check_readme(readme)[0]
+    readme.write_text("no markers")
+    assert "markers" in report.check_readme(readme)[0]
+    # stored data never closes the comment early, whatever the text holds
+    tricky = _data(description="a --> b -- c")
+    readme.write_text(f"{report.START}\n{report.END}\n")
+    report.update_readme(readme, tricky)
+    assert report.check_readme(readme) == []
+
+
+def test_collect_reads_what_a_book_run_wrote(tmp_path, capsys):
+    tiny = replace(get_profile("smoke"), taus=(30.0, math.inf), epochs=1, train_subset=60, test_subset=20,
+                   train_eval_subset=20, analysis_images=10)
+    results = tmp_path / "results"
+    sweeps = {}
+    for name, overrides in (("default", {}), ("exact", {**ABLATIONS["exact-gradient"], "taus": "30,100,inf"})):
+        sweep = open_sweep(tiny, overrides, results, "cpu", log=lambda s: None)
+        write_ledger(claims_ledger(sweep.history, None, None, runs=sweep.runs), sweep.ledger_dir(), "smoke")
+        sweeps[name] = sweep
+    # collect() opens the profile by name: the same settings through overrides
+    overrides = {"taus": "30,inf", "epochs": "1", "train_subset": "60", "test_subset": "20",
+                 "train_eval_subset": "20", "analysis_images": "10"}
+    data = report.collect("smoke", results, tmp_path / "_build", overrides)
+    assert data["variant"] == sweeps["default"].ledger_dir().name and data["runs"] == 2
+    assert set(data["accuracy"]["digits"]) == {"30", "inf"}
+    assert [c["id"] for c in data["claims"]] == [str(i) for i in range(1, 14)]
+    assert json.loads(json.dumps(data)) == data  # JSON-ready
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.START}\n{report.END}\n")
+    argv = ["report", "--profile", "smoke", "--results-dir", str(results), "--build-dir", str(tmp_path / "_build"),
+            "--readme", str(readme), "--set"] + [f"{k}={v}" for k, v in overrides.items()]
+    assert cli.main(argv) == 0 and "updated" in capsys.readouterr().out
+    assert cli.main(["report", "--readme", str(readme), "--check"]) == 0
+    with pytest.raises(SystemExit):
+        cli.main(["report", "--profile", "nope"])
+    assert cli.main(argv[:-len(overrides) - 1] + ["--set", "epochs=2"]) == 2  # no such finished run: one line
+    assert "run" in capsys.readouterr().err
