@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     profiles = sub.add_parser("profiles", help="print the profiles and their settings")
     profiles.set_defaults(func=_cmd_profiles)
 
+    standins = sub.add_parser("standins", help="write CIFAR-10/SVHN stand-in files for the paper-shaped dry run",
+                              description="Write tiny files in the true CIFAR-10 and SVHN on-disk formats (random "
+                              "images) and a marker under DIR, for `leaklib book run --profile paper-smoke` "
+                              "where the real datasets cannot be had.")
+    standins.add_argument("root", metavar="DIR")
+    standins.add_argument("--train", type=_positive_int, default=40, help="train images per dataset (multiple of 5)")
+    standins.add_argument("--test", type=_positive_int, default=20, help="test images per dataset")
+    standins.set_defaults(func=_cmd_standins)
+
     report = sub.add_parser("report", help="write the README's results block from a finished book run",
                             description="Collect the claims ledgers, accuracies and chapter times a finished "
                             "`leaklib book run` left on disk and write them into README.md between the results "
@@ -158,6 +167,19 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
               f"batch={profile.batch_size} lr={profile.lr:g} milestones={profile.milestone_epochs()} "
               f"dropout={profile.dropout} leak_grad={profile.leak_grad} correction={profile.correction} "
               f"pooling={profile.pooling}")
+    return 0
+
+
+def _cmd_standins(args: argparse.Namespace) -> int:
+    from .data import write_standins
+
+    try:
+        root = write_standins(args.root, args.train, args.test)
+    except (ValueError, OSError) as exc:
+        print(f"leaklib: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"stand-ins written to {root}; use them with LEAKLIB_DATA_ROOT={root} "
+          f"leaklib book run --profile paper-smoke")
     return 0
 
 

@@ -12,6 +12,12 @@ CIFAR-10 and SVHN are read through torchvision's own dataset classes from a data
 * ``<root>/svhn/{train_32x32.mat, test_32x32.mat}``
 
 Nothing is downloaded unless ``download=True`` is passed.
+
+Stand-ins. :func:`write_standins` writes tiny files in the true on-disk formats (random images)
+and a marker file, :data:`STANDIN_MARKER`; under a root holding that marker the md5 comparison is
+skipped (with a warning naming the root) and torchvision's own loading code reads the files. The
+paper-shaped dry run (``--profile paper-smoke``) runs the whole book on them where the real data
+cannot be had.
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ __all__ = [
     "default_data_root",
     "load_dataset",
     "stratified_subset",
+    "STANDIN_MARKER",
+    "write_cifar10_standin",
+    "write_svhn_standin",
+    "write_standins",
 ]
 
 DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "svhn")
@@ -142,6 +152,9 @@ def load_dataset(
     if key == "digits":
         return _load_digits(split)
     data_root = Path(root).expanduser() if root is not None else default_data_root()
+    if verify_checksums and (data_root / STANDIN_MARKER).is_file():
+        _warn_standins(data_root)
+        verify_checksums = False
     if key == "cifar10":
         return _load_cifar10(split, data_root, download, verify_checksums)
     return _load_svhn(split, data_root, download, verify_checksums)
@@ -264,6 +277,104 @@ def _load_svhn(split: str, root: Path, download: bool, verify: bool) -> ImageDat
     images = data.to(torch.float32).div_(255.0)
     labels = torch.as_tensor(np.asarray(ds.labels, dtype=np.int64))
     return ImageDataset(images, labels, "svhn", 10)
+
+
+# ----------------------------------------------------------------------------------------------
+# stand-in files in the true formats (tests, and the paper-shaped dry run)
+
+#: The file that marks a data root as holding stand-ins (random images, not CIFAR-10/SVHN).
+STANDIN_MARKER = "LEAKLIB_STANDINS.txt"
+
+CIFAR10_LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@functools.cache
+def _warn_standins(root: Path) -> None:
+    import warnings
+
+    warnings.warn(f"{root} holds stand-in files (random images in the CIFAR-10/SVHN formats, marked by "
+                  f"{STANDIN_MARKER}), not the real datasets: md5 sums are not checked", stacklevel=3)
+
+
+def _write_cifar_batch(path: Path, images_chw: np.ndarray, labels: np.ndarray, batch_label: str) -> None:
+    import pickle
+
+    # The python version stores each image as a row of 3072 bytes: the 1024 red values row-major,
+    # then green, then blue.
+    n = images_chw.shape[0]
+    entry = {"batch_label": batch_label, "labels": [int(v) for v in labels],
+             "data": images_chw.reshape(n, 3 * 32 * 32).astype(np.uint8),
+             "filenames": [f"img_{i}.png" for i in range(n)]}
+    with open(path, "wb") as f:
+        pickle.dump(entry, f, protocol=2)
+
+
+def write_cifar10_standin(root: str | Path, n_per_batch: int = 4, n_test: int = 5, seed: int = 0,
+                          skip: tuple[str, ...] = ()) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Write CIFAR-10's ``data_batch_1..5``, ``test_batch`` and ``batches.meta`` (random images) under ``root``.
+
+    Files named in ``skip`` are not written (to make an incomplete root). Returns what a correct
+    loader must read back: ``{"train": (images, labels), "test": (images, labels)}``, uint8 images
+    ``[N, 3, 32, 32]`` (CHW), train in batch order.
+    """
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = [], []
+    for b in range(1, 6):
+        x = rng.integers(0, 256, size=(n_per_batch, 3, 32, 32), dtype=np.uint8)
+        y = rng.integers(0, 10, size=n_per_batch).astype(np.int64)
+        if f"data_batch_{b}" not in skip:
+            _write_cifar_batch(folder / f"data_batch_{b}", x, y, f"training batch {b} of 5")
+        train_x.append(x)
+        train_y.append(y)
+    test_x = rng.integers(0, 256, size=(n_test, 3, 32, 32), dtype=np.uint8)
+    test_y = rng.integers(0, 10, size=n_test).astype(np.int64)
+    if "test_batch" not in skip:
+        _write_cifar_batch(folder / "test_batch", test_x, test_y, "testing batch 1 of 1")
+    if "batches.meta" not in skip:
+        meta = {"num_cases_per_batch": n_per_batch, "label_names": CIFAR10_LABEL_NAMES, "num_vis": 3072}
+        with open(folder / "batches.meta", "wb") as f:
+            pickle.dump(meta, f, protocol=2)
+    return {"train": (np.concatenate(train_x), np.concatenate(train_y)), "test": (test_x, test_y)}
+
+
+def write_svhn_standin(root: str | Path, split: str = "train", n: int = 12, seed: int = 0
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Write ``<root>/svhn/{split}_32x32.mat`` (random images) as the Stanford files are laid out.
+
+    ``X`` is uint8 ``[32, 32, 3, n]`` (height, width, channel, sample) and ``y`` is ``[n, 1]`` with
+    the digit 0 stored as label 10. The labels cycle through all ten digits so that 0 appears.
+    Returns images ``[n, 3, 32, 32]`` and labels with 0 for the digit 0.
+    """
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+    digits = (np.arange(n) % 10).astype(np.int64)
+    x = np.transpose(images, (2, 3, 1, 0)).copy()  # [H, W, C, N]
+    y = np.where(digits == 0, 10, digits).astype(np.uint8).reshape(n, 1)
+    folder = Path(root) / SVHN_SUBDIR
+    folder.mkdir(parents=True, exist_ok=True)
+    savemat(folder / f"{split}_32x32.mat", {"X": x, "y": y})
+    return images, digits
+
+
+def write_standins(root: str | Path, n_train: int = 40, n_test: int = 20, seed: int = 0) -> Path:
+    """CIFAR-10 and SVHN stand-ins under ``root`` (``n_train``/``n_test`` images each) and the marker; returns ``root``."""
+    if n_train < 5 or n_train % 5 or n_test < 1:
+        raise ValueError(f"n_train must be a positive multiple of 5 (CIFAR-10 has 5 train batches), n_test >= 1; "
+                         f"got {n_train}, {n_test}")
+    root = Path(root)
+    write_cifar10_standin(root, n_per_batch=n_train // 5, n_test=n_test, seed=seed)
+    write_svhn_standin(root, "train", n=n_train, seed=seed + 1)
+    write_svhn_standin(root, "test", n=n_test, seed=seed + 2)
+    (root / STANDIN_MARKER).write_text(
+        "Stand-in files written by leaklib.data.write_standins: random images in the true CIFAR-10 and SVHN\n"
+        "on-disk formats, for the paper-shaped dry run. Not the real datasets; md5 sums are not checked here.\n")
+    return root
 
 
 # ----------------------------------------------------------------------------------------------

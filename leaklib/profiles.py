@@ -17,8 +17,20 @@ from typing import Any, Iterable, Mapping
 from .models import ARCHITECTURES, INIT_GAIN, POOLINGS
 from .neurons import CORRECTIONS, LEAK_GRADS
 
-__all__ = ["Profile", "PROFILES", "DEFAULT_PROFILE", "ABLATIONS", "get_profile", "parse_overrides", "parse_tau", "format_tau",
+__all__ = ["Profile", "PROFILES", "DEFAULT_PROFILE", "ABLATIONS", "THEORY_SIZES", "get_profile", "parse_overrides", "parse_tau", "format_tau",
            "OVERRIDABLE"]
+
+
+#: Sizes of the coherence chapter (Sec. 2.2, supplement Sec. 7): frequencies per theory curve
+#: (n_freq), the simulation of the normalised LIF that decides the erratum (erratum_*, time in units
+#: of tau_m), the simulation of the network neurons for Fig. 2 (net_*, in time steps), and the
+#: frequencies timed for one curve. "small" runs in seconds, "full" in about a minute.
+THEORY_SIZES: dict[str, dict[str, float]] = {
+    "small": dict(n_freq=12, erratum_t=100.0, erratum_trials=16, erratum_nperseg=2048, blocks=4,
+                  net_t_steps=3000.0, net_trials=8, net_nperseg=4096, timing_freqs=20),
+    "full": dict(n_freq=200, erratum_t=400.0, erratum_trials=64, erratum_nperseg=4096, blocks=16,
+                 net_t_steps=20000.0, net_trials=32, net_nperseg=8192, timing_freqs=200),
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,7 @@ class Profile:
     train_eval_subset: int | None = None  # train images on which the eval-mode train SSE is measured each epoch
     eval_batch_size: int = 256
     analysis_images: int | None = None  # test images used by the analyses (None = all)
+    theory: str = "full"                # sizes of the coherence chapter's theory curves and simulations (THEORY_SIZES)
     architectures: dict[str, str] = field(default_factory=lambda: dict(ARCHITECTURES))
 
     def __post_init__(self) -> None:
@@ -73,7 +86,8 @@ class Profile:
             problems.append(f"sse_window must be in (0, 1], got {self.sse_window!r}")
         if any(not 0.0 < f < 1.0 for f in self.milestones):
             problems.append(f"milestones are fractions of the epochs in (0, 1), got {self.milestones!r}")
-        for name, allowed in (("leak_grad", LEAK_GRADS), ("correction", CORRECTIONS), ("pooling", POOLINGS)):
+        for name, allowed in (("leak_grad", LEAK_GRADS), ("correction", CORRECTIONS), ("pooling", POOLINGS),
+                              ("theory", tuple(THEORY_SIZES))):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not self.taus or not self.seeds or not self.datasets:
@@ -111,7 +125,7 @@ PROFILES: dict[str, Profile] = {
         num_steps=8, epochs=2, batch_size=32, lr=0.2, momentum=0.0, weight_decay=5e-4,
         milestones=(70 / 150, 100 / 150), lr_gamma=0.2, dropout=0.0,
         train_subset=160, test_subset=60, train_eval_subset=60, eval_batch_size=64, analysis_images=40,
-        architectures={**ARCHITECTURES, "digits": "8x8x1-8C3-2P-16C3-2P-32FC-10o"},
+        theory="small", architectures={**ARCHITECTURES, "digits": "8x8x1-8C3-2P-16C3-2P-32FC-10o"},
     ),
     "quick": Profile(
         name="quick",
@@ -125,9 +139,10 @@ PROFILES: dict[str, Profile] = {
         name="paper-smoke",
         description="the paper's datasets, networks and training semantics shrunk to a CPU dry run of minutes",
         datasets=("cifar10", "svhn"), taus=(30.0, 100.0, math.inf), seeds=(1,),
-        num_steps=12, epochs=1, batch_size=8, lr=_LEE_LR_PER_IMAGE * 8, momentum=0.0, weight_decay=5e-4,
+        # T = 40: the eight hidden layers of the CIFAR-10 net first fire after about 30 steps
+        num_steps=40, epochs=1, batch_size=8, lr=_LEE_LR_PER_IMAGE * 8, momentum=0.0, weight_decay=5e-4,
         milestones=(70 / 150, 100 / 150), lr_gamma=0.2, dropout=0.2,
-        train_subset=24, test_subset=8, train_eval_subset=8, eval_batch_size=8, analysis_images=8,
+        train_subset=8, test_subset=4, train_eval_subset=4, eval_batch_size=4, analysis_images=4, theory="small",
     ),
     "paper": Profile(
         name="paper",

@@ -307,3 +307,27 @@ def test_stratified_subset_uneven_classes_and_seeds() -> None:
         stratified_subset(ds, 101)
     with pytest.raises(ValueError):
         stratified_subset(ds, 0)
+
+
+def test_standins_with_their_marker_load_through_torchvision_with_a_warning(tmp_path):
+    from leaklib.data import STANDIN_MARKER, write_standins
+
+    root = write_standins(tmp_path / "standins", n_train=10, n_test=4)
+    assert (root / STANDIN_MARKER).is_file()
+    with pytest.warns(UserWarning, match="stand-in"):
+        train = load_dataset("cifar10", "train", root=root)
+    assert train.images.shape == (10, 3, 32, 32) and len(load_dataset("svhn", "test", root=root)) == 4
+    # without the marker the md5 comparison runs, and the random files fail it
+    (root / STANDIN_MARKER).unlink()
+    with pytest.raises(DatasetNotFoundError, match="md5"):
+        load_dataset("svhn", "train", root=root)
+    with pytest.raises(ValueError, match="multiple of 5"):
+        write_standins(tmp_path / "bad", n_train=7)
+
+
+def test_cli_writes_standins(tmp_path, capsys):
+    from leaklib import cli
+    from leaklib.data import STANDIN_MARKER
+
+    assert cli.main(["standins", str(tmp_path / "s"), "--train", "15", "--test", "3"]) == 0
+    assert (tmp_path / "s" / STANDIN_MARKER).is_file() and "LEAKLIB_DATA_ROOT" in capsys.readouterr().out
