@@ -117,3 +117,79 @@ def test_triton_scan_rejects_bad_shapes_and_dtypes():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# the closed-form backward (CUDA's PyTorch fallback) against the reverse loop, on the CPU
+
+import math  # noqa: E402
+
+import torch  # noqa: E402
+
+from leaklib.neurons import _lif_scan_grad, _lif_scan_grad_closed_form, decay_factor  # noqa: E402
+
+
+def _spikes_and_grads(shape, seed=0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    spikes = torch.rand(shape, generator=gen) < 0.25
+    grad = torch.randn(shape, generator=gen, dtype=dtype)
+    corr = torch.rand(shape[1:], generator=gen, dtype=dtype) * 1.5 - 0.2
+    return spikes, grad, corr
+
+
+@pytest.mark.parametrize("tau", [0.001, 0.5, 5.0, 30.0, math.inf])
+@pytest.mark.parametrize("leak_grad", ["exact", "detached"])
+@pytest.mark.parametrize("with_corr", [False, True])
+def test_closed_form_equals_the_loop_for_every_tau(tau, leak_grad, with_corr):
+    beta = decay_factor(tau)
+    grad_beta = beta if leak_grad == "exact" else 1.0
+    spikes, grad, corr = _spikes_and_grads((23, 3, 17), seed=int(tau if math.isfinite(tau) else 7))
+    corr = corr if with_corr else None
+    loop = _lif_scan_grad(spikes, grad, grad_beta, 1.25, corr)
+    closed = _lif_scan_grad_closed_form(spikes, grad, grad_beta, 1.25, corr)
+    assert torch.isfinite(closed).all()
+    torch.testing.assert_close(closed, loop, rtol=1e-12, atol=1e-14)
+    if tau == 0.001 and leak_grad == "exact":
+        assert beta == 0.0  # beta underflows: only the steps that fired carry a gradient (0**0 = 1)
+        expected = torch.where(spikes, grad * 1.25 * (1.0 if corr is None else corr), torch.zeros_like(grad))
+        torch.testing.assert_close(closed, expected, rtol=1e-15, atol=0)
+
+
+def test_closed_form_blocks_give_the_same_result_and_bound_the_int64_temporaries():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Sizes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.int64 = self.other = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if any(r.alias_info is not None for r in func._schema.returns):
+                return out  # views and in-place results allocate nothing
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(t, torch.Tensor):
+                    if t.dtype == torch.int64:
+                        self.int64 = max(self.int64, t.numel())
+                    elif func is not torch.ops.aten.empty.memory_format:  # the result itself
+                        self.other = max(self.other, t.numel())
+            return out
+
+    shape = (20, 4, 50)  # T = 20, N = 200
+    spikes, grad, corr = _spikes_and_grads(shape, seed=3)
+    whole = _lif_scan_grad_closed_form(spikes, grad, 0.9, 0.8, corr)
+    with Sizes() as sizes:
+        blocked = _lif_scan_grad_closed_form(spikes, grad, 0.9, 0.8, corr, block=20 * 7)  # 7 neurons a block
+    assert torch.equal(blocked, whole)
+    # temporaries: [T(+1), 7] blocks, and the per-neuron factor corr*scale [N]; never [T, N]
+    assert 0 < sizes.int64 <= 21 * 7
+    assert 0 < sizes.other <= max(21 * 7, grad[0].numel())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_closed_form_half_precision_is_computed_in_float32(dtype):
+    spikes, grad, corr = _spikes_and_grads((30, 64), seed=5, dtype=torch.float32)
+    half = _lif_scan_grad_closed_form(spikes, grad.to(dtype), 0.95, 1.0, corr)
+    full = _lif_scan_grad_closed_form(spikes, grad.to(dtype).float(), 0.95, 1.0, corr)
+    assert half.dtype == dtype
+    assert torch.equal(half, full.to(dtype))
