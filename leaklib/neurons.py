@@ -320,11 +320,12 @@ def lif_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, eps: 
     grad_beta = beta if leak_grad == "exact" else 1.0
     use_correction = correction == "lee2020"
     if method == "fused":
-        if currents.is_cuda and not use_correction and grad_beta == beta:
+        if currents.is_cuda:
             from . import triton_scan
 
-            if triton_scan.is_available(currents):
-                return triton_scan.lif_scan(currents, beta, float(v_th), 1.0 / scale - float(v_th))
+            if triton_scan.ready(currents):  # importable, not turned off, self-checked on this device and dtype
+                return triton_scan.lif_scan(currents, beta, float(v_th), grad_scale=scale, grad_beta=grad_beta,
+                                            correction=use_correction, mask=None if mask is None else mask.detach())
         return LIFScan.apply(currents, beta, float(v_th), scale, grad_beta, use_correction,
                              None if mask is None else mask.detach())
     if method == "stepwise":
