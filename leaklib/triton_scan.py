@@ -284,43 +284,47 @@ def self_check(device: torch.device | str, dtype: torch.dtype) -> tuple[bool, st
     equal and gradients within a dtype tolerance. Returns ``(ok, reason)``; a compile or launch
     error is caught and returned as the reason.
     """
-    from .neurons import _lif_scan_grad_closed_form, _scan_forward_torch, leak_correction
-
     gen = torch.Generator().manual_seed(20200617)
     compute = _compute_dtype(dtype)
     try:
-        for shape in _CHECK_SHAPES:
-            currents = (torch.randn(shape, generator=gen, dtype=torch.float64) * 0.6 + 0.3).to(device, dtype)
-            grad_out = torch.randn(shape, generator=gen, dtype=torch.float64).to(device, dtype)
-            mask = ((torch.rand(shape[1:], generator=gen) < 0.8).to(torch.float64) / 0.8).to(device, dtype)
-            for beta, v_th, scale, grad_beta, correction in _CHECK_CASES:
-                what = f"N={math.prod(shape[1:])}, beta={beta}, grad_beta={grad_beta}, correction={correction}"
-                x = currents.to(compute)
-                ref, trace = _scan_forward_torch(x, beta, v_th, correction)
-                corr = leak_correction(trace, ref.sum(0), beta, mask) if correction else None
-                ref_grad = _lif_scan_grad_closed_form(ref.bool(), grad_out.to(compute), grad_beta, scale, corr)
-                ref = ref.to(dtype)
-                with torch.enable_grad():
-                    xt = currents.detach().clone().requires_grad_(True)
-                    out = lif_scan(xt, beta, v_th, grad_scale=scale, grad_beta=grad_beta, correction=correction,
-                                   mask=mask)
-                    (grad,) = torch.autograd.grad(out, xt, grad_out)
-                with torch.no_grad():
-                    evaluated = lif_scan(currents, beta, v_th, grad_scale=scale, correction=correction)
-                for name, spikes in (("training", out), ("evaluation", evaluated)):
-                    if spikes.dtype != dtype or spikes.shape != currents.shape:
-                        return False, f"wrong output {spikes.dtype} {tuple(spikes.shape)} ({name}, {what})"
-                    if not torch.equal(spikes, ref):
-                        wrong = int((spikes != ref).sum().item())
-                        return False, (f"spikes differ from the PyTorch scan at {wrong} of {ref.numel()} places "
-                                       f"({name}, {what})")
-                ref_grad = ref_grad.to(dtype).to(compute)
-                diff = (grad.to(compute) - ref_grad).abs().max().item()
-                bound = _tolerance(dtype) * max(1.0, ref_grad.abs().max().item())
-                if not diff <= bound:  # also catches NaN
-                    return False, f"gradients differ from the PyTorch scan by {diff:.3g} > {bound:.3g} ({what})"
+        with torch.inference_mode(False), torch.enable_grad():  # callers may be evaluating
+            return _compare(device, dtype, compute, gen)
     except Exception as exc:  # noqa: BLE001 -- any compile/launch failure means: use the torch scan
         return False, _describe(exc)
+
+
+def _compare(device: torch.device | str, dtype: torch.dtype, compute: torch.dtype,
+             gen: torch.Generator) -> tuple[bool, str]:
+    from .neurons import _lif_scan_grad_closed_form, _scan_forward_torch, leak_correction
+
+    for shape in _CHECK_SHAPES:
+        currents = (torch.randn(shape, generator=gen, dtype=torch.float64) * 0.6 + 0.3).to(device, dtype)
+        grad_out = torch.randn(shape, generator=gen, dtype=torch.float64).to(device, dtype)
+        mask = ((torch.rand(shape[1:], generator=gen) < 0.8).to(torch.float64) / 0.8).to(device, dtype)
+        for beta, v_th, scale, grad_beta, correction in _CHECK_CASES:
+            what = f"N={math.prod(shape[1:])}, beta={beta}, grad_beta={grad_beta}, correction={correction}"
+            x = currents.to(compute)
+            ref, trace = _scan_forward_torch(x, beta, v_th, correction)
+            corr = leak_correction(trace, ref.sum(0), beta, mask) if correction else None
+            ref_grad = _lif_scan_grad_closed_form(ref.bool(), grad_out.to(compute), grad_beta, scale, corr)
+            ref = ref.to(dtype)
+            xt = currents.detach().clone().requires_grad_(True)
+            out = lif_scan(xt, beta, v_th, grad_scale=scale, grad_beta=grad_beta, correction=correction, mask=mask)
+            (grad,) = torch.autograd.grad(out, xt, grad_out)
+            with torch.no_grad():
+                evaluated = lif_scan(currents, beta, v_th, grad_scale=scale, correction=correction)
+            for name, spikes in (("training", out), ("evaluation", evaluated)):
+                if spikes.dtype != dtype or spikes.shape != currents.shape:
+                    return False, f"wrong output {spikes.dtype} {tuple(spikes.shape)} ({name}, {what})"
+                if not torch.equal(spikes, ref):
+                    wrong = int((spikes != ref).sum().item())
+                    return False, (f"spikes differ from the PyTorch scan at {wrong} of {ref.numel()} places "
+                                   f"({name}, {what})")
+            ref_grad = ref_grad.to(dtype).to(compute)
+            diff = (grad.to(compute) - ref_grad).abs().max().item()
+            bound = _tolerance(dtype) * max(1.0, ref_grad.abs().max().item())
+            if not diff <= bound:  # also catches NaN
+                return False, f"gradients differ from the PyTorch scan by {diff:.3g} > {bound:.3g} ({what})"
     return True, "ok"
 
 

@@ -399,11 +399,19 @@ def test_kernels_launch_under_the_tensors_device():
     assert r["seen"] == ["cpu", "cpu"]  # forward and backward launch, each under its tensor's device
 
 
-def test_self_check_passes_in_every_dtype_under_the_interpreter():
+def test_self_check_passes_in_every_dtype_and_grad_mode_under_the_interpreter():
     r = _run_script(
         r"""
         out = {str(dt): ts.self_check("cpu", dt) for dt in (torch.float32, torch.float64, torch.float16,
                                                              torch.bfloat16)}
+        # the first scan of a process may come from an evaluation (no_grad, inference_mode)
+        with torch.no_grad():
+            out["no_grad"] = ts.self_check("cpu", torch.float32)
+        with torch.inference_mode():
+            out["inference_mode"] = ts.self_check("cpu", torch.float32)
+            x = torch.randn(6, 2, 40) + 0.4
+            out["lif_multistep"] = [ts.ready(x), bool(torch.equal(
+                lif_multistep(x, 30.0, correction="lee2020"), lif_multistep(x, 30.0, method="stepwise")))]
         print("REPORT" + json.dumps(out))
         """)
     assert all(ok for ok, _ in r.values()), r
