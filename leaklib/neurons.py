@@ -261,20 +261,42 @@ def _lif_scan_grad(spikes: torch.Tensor, grad_spikes: torch.Tensor, grad_beta: f
 
 
 def _lif_scan_grad_closed_form(spikes: torch.Tensor, grad_spikes: torch.Tensor, grad_beta: float,
-                               scale: float, corr: torch.Tensor | None = None) -> torch.Tensor:
-    """``dL/dI[t] = grad_beta**(n(t)-t) * scale*corr * dL/do[n(t)]``, n(t) the next spike at or after t (vectorised over T)."""
+                               scale: float, corr: torch.Tensor | None = None, *,
+                               block: int = 1 << 22) -> torch.Tensor:
+    """``dL/dI[t] = grad_beta**(n(t)-t) * scale*corr * dL/do[n(t)]``, n(t) the next spike at or after t (vectorised over T).
+
+    Valid for every ``grad_beta`` in [0, 1] (``beta`` underflows to 0 for tiny tau_m; ``0**0 = 1``):
+    the decay is an integer power, never a logarithm. The neurons are processed in column blocks of
+    about ``block`` elements ``[T, n]``, so that no temporary (``cummin``'s and ``gather``'s int64
+    indices among them) grows with ``N``; half precision is computed in float32.
+    """
     num_steps = spikes.shape[0]
-    view = (num_steps,) + (1,) * (spikes.dim() - 1)
-    steps = torch.arange(num_steps, device=spikes.device).view(view)
-    # index of the spike at t, or num_steps (a zero row) where the neuron is silent
-    at = torch.where(spikes, steps, torch.full_like(steps, num_steps))
-    next_spike = torch.flip(torch.cummin(torch.flip(at, (0,)), dim=0).values, (0,))
-    padded = torch.cat([grad_spikes, grad_spikes.new_zeros((1,) + grad_spikes.shape[1:])], dim=0)
-    grad = torch.gather(padded, 0, next_spike)
-    if grad_beta != 1.0:
-        grad = grad * torch.pow(torch.tensor(grad_beta, dtype=grad.dtype, device=grad.device),
-                                (next_spike - steps).to(grad.dtype))
-    return grad * (scale if corr is None else corr * scale)
+    flat_spikes = spikes.reshape(num_steps, -1)
+    flat_grad = grad_spikes.reshape(num_steps, -1)
+    n = flat_grad.shape[1]
+    out = torch.empty(flat_grad.shape, dtype=grad_spikes.dtype, device=grad_spikes.device)
+    work = torch.float32 if grad_spikes.dtype in (torch.float16, torch.bfloat16) else grad_spikes.dtype
+    factor = None if corr is None else (corr.to(work) * scale).reshape(-1)
+    steps = torch.arange(num_steps, dtype=torch.int32, device=spikes.device).unsqueeze(1)
+    base = torch.tensor(grad_beta, dtype=work, device=grad_spikes.device)
+    width = max(1, block // num_steps)
+    for start in range(0, n, width):
+        cols = slice(start, min(n, start + width))
+        # index of the spike at t, or num_steps (a zero row) where the neuron is silent from t on
+        at = torch.where(flat_spikes[:, cols], steps, num_steps)
+        next_spike = torch.flip(torch.cummin(torch.flip(at, (0,)), dim=0).values, (0,))
+        g = flat_grad[:, cols].to(work)
+        padded = torch.cat([g, g.new_zeros((1, g.shape[1]))], dim=0)
+        grad = torch.gather(padded, 0, next_spike.long())
+        if grad_beta != 1.0:
+            grad.mul_(torch.pow(base, (next_spike - steps).to(work)))  # pow(0, 0) = 1
+        if factor is None:
+            if scale != 1.0:
+                grad.mul_(scale)
+        else:
+            grad.mul_(factor[cols])
+        out[:, cols] = grad
+    return out.view(grad_spikes.shape)
 
 
 def lif_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, eps: float = 0.0,
@@ -298,11 +320,12 @@ def lif_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, eps: 
     grad_beta = beta if leak_grad == "exact" else 1.0
     use_correction = correction == "lee2020"
     if method == "fused":
-        if currents.is_cuda and not use_correction and grad_beta == beta:
+        if currents.is_cuda:
             from . import triton_scan
 
-            if triton_scan.is_available(currents):
-                return triton_scan.lif_scan(currents, beta, float(v_th), 1.0 / scale - float(v_th))
+            if triton_scan.ready(currents):  # importable, not turned off, self-checked on this device and dtype
+                return triton_scan.lif_scan(currents, beta, float(v_th), grad_scale=scale, grad_beta=grad_beta,
+                                            correction=use_correction, mask=None if mask is None else mask.detach())
         return LIFScan.apply(currents, beta, float(v_th), scale, grad_beta, use_correction,
                              None if mask is None else mask.detach())
     if method == "stepwise":

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from .data import ImageDataset, augment_batch, load_dataset, stratified_subset
 from .encoding import normalize_images, poisson_spikes
+from .gpu import configure_determinism
 from .models import SNN
 from .profiles import Profile, format_tau, get_profile
 from .runs import (atomic_torch_save, atomic_write_json, atomic_write_text, config_hash, environment_info,
@@ -171,6 +172,7 @@ def train_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results"
     holds the epochs before. ``tag`` (e.g. ``"run 3/9"``) prefixes the progress lines.
     """
     dev = resolve_device(device)
+    determinism = configure_determinism(dev)
     folder = config.folder(results_dir)
     digest = config.hash()
     label = f"{tag + ' ' if tag else ''}{config.label()}"
@@ -210,6 +212,7 @@ def train_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results"
     history = history[:start_epoch]
     config_record = {**config.to_dict(), "config_hash": digest, "variant": config.variant(),
                      "environment": environment_info(), "device": str(dev), "threads": torch.get_num_threads(),
+                     "determinism": determinism,
                      "train_size": len(train_data), "test_size": len(test_data), "train_eval_size": len(train_eval)}
     atomic_write_json(folder / "config.json", config_record)
 

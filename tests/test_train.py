@@ -29,7 +29,7 @@ def _train_cli(results: str, env_extra: dict | None = None) -> subprocess.Comple
     env = {k: v for k, v in os.environ.items() if k != "LEAKLIB_KILL_AT"}
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "leaklib.cli", "train", "--profile", "smoke", "--tau", "30",
-                           "--seeds", "1", "--results-dir", results, "--quiet", "--threads", "1"],
+                           "--seeds", "1", "--results-dir", results, "--quiet", "--threads", "1", "--device", "cpu"],
                           env=env, capture_output=True, text=True, timeout=300)
 
 
