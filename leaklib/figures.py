@@ -497,3 +497,65 @@ def fig_bptt_gradient(currents: Sequence[float], tau_m: float) -> Figure:
     bottom.legend(fontsize=8, title=f"correction factor {corr:.4f}", title_fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Fig. 1(c): the equivalent RC circuit of the LIF neuron (Sec. 2.1, Eq. 1)
+
+__all__ += ["fig1_rc_circuit"]
+
+
+def _zigzag(ax, x: float, y0: float, y1: float, teeth: int = 6, width: float = 0.12, **style) -> None:
+    ys = np.linspace(y0, y1, 2 * teeth + 1)
+    xs = x + width * np.array([0.0] + [(-1) ** k for k in range(2 * teeth - 1)] + [0.0])
+    ax.plot(xs, ys, **style)
+
+
+def _rc_panel(ax, leaky: bool, title: str) -> None:
+    k = dict(color="k", lw=1.5)
+    top, bottom = 2.0, 0.0
+    ax.plot([0.5, 4.2], [top, top], **k)        # upper rail: the membrane node U
+    ax.plot([0.5, 3.1], [bottom, bottom], **k)  # lower rail: the resting potential
+    # current source I(t): a circle with an upward arrow
+    ax.plot([0.5, 0.5], [bottom, 0.65], **k)
+    ax.plot([0.5, 0.5], [1.35, top], **k)
+    ax.add_patch(plt.Circle((0.5, 1.0), 0.35, fill=False, **k))
+    ax.annotate("", xy=(0.5, 1.25), xytext=(0.5, 0.75), arrowprops=dict(arrowstyle="->", lw=1.5))
+    ax.text(0.0, 1.0, "$I(t)$", ha="right", va="center", fontsize=11)
+    # capacitor C
+    ax.plot([1.8, 1.8], [top, 1.1], **k)
+    ax.plot([1.8, 1.8], [0.9, bottom], **k)
+    ax.plot([1.5, 2.1], [1.1, 1.1], **k)
+    ax.plot([1.5, 2.1], [0.9, 0.9], **k)
+    ax.text(2.2, 1.0, "$C$", va="center", fontsize=11)
+    # resistor R (the leak), or an open circuit for IF
+    ax.plot([3.1, 3.1], [top, 1.55], **k)
+    ax.plot([3.1, 3.1], [0.45, bottom], **k)
+    if leaky:
+        _zigzag(ax, 3.1, 1.55, 0.45, **k)
+        ax.text(3.3, 1.0, "$R$", va="center", fontsize=11)
+    else:
+        ax.plot([3.1, 3.35], [1.55, 1.25], **k)  # an open switch: no leak path
+        ax.text(3.4, 1.0, r"$R\to\infty$" + "\n(open)", va="center", fontsize=9)
+    # threshold: the node voltage is compared with V_th; a spike resets U to U_rest
+    ax.plot([4.2, 4.6], [top, top], **k)
+    ax.add_patch(plt.Polygon([[4.6, 2.35], [4.6, 1.65], [5.2, 2.0]], closed=True, fill=False, **k))
+    ax.text(4.85, 2.0, r"$>V_{th}$", ha="center", va="center", fontsize=7)
+    ax.annotate("", xy=(5.6, 2.0), xytext=(5.2, 2.0), arrowprops=dict(arrowstyle="->", lw=1.2))
+    ax.text(5.65, 2.0, "spike,\nreset $U$", va="center", fontsize=8)
+    ax.text(2.35, top + 0.15, "$U$", ha="center", fontsize=11)
+    ax.text(2.35, bottom - 0.3, "$U_{rest}$", ha="center", fontsize=10)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlim(-0.6, 6.6)
+    ax.set_ylim(-0.7, 2.7)
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
+def fig1_rc_circuit() -> Figure:
+    """Fig. 1(c): the LIF neuron as a parallel RC circuit (tau_m = RC), and the IF neuron (R open, tau_m = inf)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 2.9))
+    _rc_panel(axes[0], True, r"LIF: $\tau_m\,dU/dt = -(U - U_{rest}) + RI$, $\tau_m = RC$")
+    _rc_panel(axes[1], False, r"IF: no leak path, $C\,dU/dt = I$ ($\tau_m = \infty$)")
+    fig.tight_layout()
+    return fig

@@ -129,3 +129,54 @@ def test_fig_spike_input_maps_panels_share_a_symmetric_scale():
         fig_spike_input_maps({"bad": np.zeros((1, 2, 2))})
     with pytest.raises(ValueError):
         fig_spike_input_maps({})
+
+
+def test_fig1_rc_circuit_draws_the_leak_resistor_only_for_lif():
+    from leaklib.figures import fig1_rc_circuit
+
+    fig = fig1_rc_circuit()
+    lif, if_ = fig.axes
+    # the resistor is the only line with more than two vertices (a zigzag)
+    assert sum(len(line.get_xdata()) > 2 for line in lif.lines) == 1
+    assert sum(len(line.get_xdata()) > 2 for line in if_.lines) == 0
+    assert any("open" in t.get_text() for t in if_.texts) and not any("open" in t.get_text() for t in lif.texts)
+    plt.close(fig)
+
+
+def test_fig_bptt_gradient_flat_when_detached_and_decaying_when_exact():
+    import math
+
+    from leaklib.figures import fig_bptt_gradient
+
+    currents = [1.5, 0.3, 0.3, 0.3, 0.0, 0.5]  # spikes at t=0 and t=5 (membrane 0.3, 0.57, 0.82, 0.74, 1.17)
+    tau = 10.0
+    fig = fig_bptt_gradient(currents, tau)
+    exact, detached = (line.get_ydata() for line in fig.axes[1].lines)
+    beta = math.exp(-1 / tau)
+    # steps 1..5 lead to the last spike at t=5; step 0 fired and cuts the chain
+    assert exact[0] == 0 and detached[0] == 0
+    for t in range(1, 6):
+        assert exact[t] == pytest.approx(beta ** (5 - t))
+    assert len(set(detached[1:6].round(12))) == 1 and detached[5] < 1  # flat, scaled by the correction (< 1)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="never fires"):
+        fig_bptt_gradient([0.1, 0.1], 30.0)
+
+
+def test_fig_measures_vs_tau_places_if_right_and_marks_diverged_runs():
+    import math
+
+    from leaklib.figures import fig_measures_vs_tau
+
+    rows = [dict(dataset="digits", tau_m=t, seed=s, status="finished", measure=m, value=v + s)
+            for t, v in ((30.0, 1.0), (100.0, 2.0), (math.inf, 3.0)) for s in (1, 2) for m in ("accuracy", "spikes")]
+    rows += [dict(dataset="digits", tau_m=10.0, seed=s, status="diverged", measure="accuracy", value=float("nan"))
+             for s in (1, 2)]
+    fig = fig_measures_vs_tau(pd.DataFrame(rows), {"accuracy": "acc"})
+    first = [ax for ax in fig.axes if ax.get_visible()][0]
+    assert [t.get_text() for t in first.get_xticklabels()] == ["10", "30", "100", "inf"]
+    means = first.lines[0].get_ydata()
+    assert list(means) == pytest.approx([2.5, 3.5, 4.5])  # mean over seeds, IF last (rightmost)
+    assert any("2×diverged" in t.get_text() for t in first.texts)
+    assert "acc" in first.get_title()
+    plt.close(fig)
