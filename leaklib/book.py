@@ -657,6 +657,10 @@ def _run_command(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"[book] error: {err}", file=sys.stderr)
         return 2 if isinstance(err, (FileNotFoundError, ValueError)) else 1
+    except KeyboardInterrupt:
+        print("\n[book] interrupted: finished chapters and training runs are kept (a run from its last "
+              "epoch); the same command goes on from there", file=sys.stderr)
+        return 130
     print(f"[book] total {time.perf_counter() - t0:.1f} s")
     return 0
 
