@@ -73,7 +73,7 @@ def kernel_manager_class() -> Any:
     return _IPC_CLASS
 
 
-def client_kwargs(progress: "Progress | None" = None) -> dict[str, Any]:
+def client_kwargs(progress: Progress | None = None) -> dict[str, Any]:
     """Keyword arguments for nbclient's ``NotebookClient`` (also accepted by papermill's
     ``execute_notebook``): the IPC kernel manager and, with ``progress``, its cell hooks."""
     kwargs: dict[str, Any] = {}

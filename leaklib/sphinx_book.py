@@ -29,7 +29,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,6 @@ class Plan:
     parameters: dict[str, Any]
     resolved_device: str
     kernel: str
-    reason: str = ""
-    figures_before: dict[str, float] = field(default_factory=dict)
 
 
 _state: dict[str, Any] = {"active": False, "app": None, "plans": {}, "path": None, "warned": False}
@@ -193,7 +191,6 @@ def _env_get_outdated(app: Any, env: Any, added: set[str], changed: set[str], re
         reason = stale_reason(plan, cache_path)
         if not reason:
             continue
-        plan.reason = reason
         forgot = _forget(cache_path, plan.path)
         if forgot or plan.docname not in added:
             _logger().info(f"[leaklib] {plan.docname} will be executed: {reason}")
