@@ -1,18 +1,25 @@
 """The book pipeline: execute every chapter with papermill, then render HTML with Jupyter Book.
 
-``leaklib book run`` stages a build tree (``_build/src``: a copy of ``_config.yml``, ``_toc.yml`` and
-``book/``), executes each chapter there in dependency order with the injected parameters
-``profile``, ``device``, ``results_dir`` and ``figures_dir``, replaces papermill's raw
-``injected-parameters`` cell by a short "this page was executed with" note, and builds the HTML
-into ``_build/html``. The tracked notebooks under ``book/`` are never written to.
+``leaklib book run`` stages a build tree (``_build/src``: a copy of ``book/``'s pages with the
+top-level ``_config.yml`` and ``_toc.yml``, the same layout as ``book/`` itself, where those two are
+symlinks), executes each chapter there in dependency order with the injected parameters
+``profile``, ``device``, ``results_dir`` and ``figures_dir``, drops papermill's raw
+``injected-parameters`` cell, shows a short "this page was executed with" note as the output of the
+(folded) ``parameters`` cell, and builds the HTML into ``_build/html`` with Jupyter Book's own
+execution switched off. The tracked notebooks under ``book/`` are never written to.
 
 A chapter whose source, parameters, package code and upstream chapters are unchanged since its
 last execution, and whose figures are still on disk, is not executed again (``--force`` does).
+
+``jupyter-book build book/`` is the other route to the same pages: Jupyter Book executes the chapters
+itself with their default parameters (``execute_notebooks: cache``), helped by ``leaklib.sphinx_book``
+(the same reuse rule, note, progress line and kernel transport as here).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -26,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from . import profiles as _profiles
 from . import runs
 
 #: Chapter stems in dependency order (the notebooks are ``book/<stem>.ipynb``).
@@ -40,12 +48,17 @@ CHAPTERS: tuple[str, ...] = (
     "08_training_semantics",
 )
 
-PROFILES: tuple[str, ...] = ("smoke", "quick", "paper")
+#: The profiles a book can be run with: every profile of :mod:`leaklib.profiles` (the one place they live).
+PROFILES: tuple[str, ...] = tuple(_profiles.PROFILES)
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 #: Extra (non-chapter) files of the book, copied into the stage as they are.
 BOOK_SUFFIXES: tuple[str, ...] = (".md", ".bib", ".png", ".svg", ".jpg", ".css")
-#: Tag of the markdown cell that replaces papermill's injected-parameters cell.
+#: Tag added to the ``parameters`` cell whose output is the "executed with" note.
 NOTE_TAG = "executed-with"
+#: Tag folding the ``parameters`` cell's source in the HTML (its output, the note, stays visible).
+HIDE_TAG = "hide-input"
+#: Files of ``book/`` that are not pages: Jupyter Book's configuration (symlinks to the top level).
+CONFIG_FILES: tuple[str, ...] = ("_config.yml", "_toc.yml")
 #: Notebook metadata key holding the runner's record of an execution.
 META_KEY = "leaklib_book"
 #: A figure stem named after the paper: fig2_coherence, fig5d_sse, table1_..., eq4_...
@@ -124,25 +137,28 @@ def select_chapters(book_dir: Path, requested: Sequence[str] | None,
 # --------------------------------------------------------------------------- staging
 
 def stage_sources(root: Path, stage: Path) -> None:
-    """Copy ``_config.yml``, ``_toc.yml`` and ``book/``'s non-notebook files into ``stage``.
+    """Copy ``_config.yml`` and ``book/``'s non-notebook files into ``stage`` (``book/x.md`` becomes
+    ``stage/x.md``, as Jupyter Book sees ``book/``); ``write_staged_toc`` writes ``stage/_toc.yml``.
 
-    Executed notebooks already in ``stage/book`` are kept (they are the cache), except those whose
-    source notebook no longer exists.
+    Executed notebooks already in ``stage`` are kept (they are the cache), except those whose source
+    notebook no longer exists. A stage of the older layout (pages under ``stage/book/``) is removed.
     """
-    for name in ("_config.yml", "_toc.yml"):
+    for name in CONFIG_FILES:
         if not (root / name).is_file():
             raise FileNotFoundError(f"{root / name} is missing")
-    (stage / "book").mkdir(parents=True, exist_ok=True)
+    if (stage / "book").is_dir() and not (stage / "book").is_symlink():
+        shutil.rmtree(stage / "book")
+    stage.mkdir(parents=True, exist_ok=True)
     shutil.copy2(root / "_config.yml", stage / "_config.yml")
     for src in sorted((root / "book").rglob("*")):
         rel = src.relative_to(root / "book")
-        if src.is_dir() or any(p.startswith(("_build", ".")) for p in rel.parts):
+        if src.is_dir() or rel.as_posix() in CONFIG_FILES or any(p.startswith(("_build", ".")) for p in rel.parts):
             continue
         if src.suffix in BOOK_SUFFIXES:
-            dst = stage / "book" / rel
+            dst = stage / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
-    for old in (stage / "book").glob("*.ipynb"):
+    for old in stage.glob("*.ipynb"):
         if not (root / "book" / old.name).is_file():
             old.unlink()
 
@@ -184,7 +200,7 @@ def write_staged_toc(root: Path, stage: Path, say: Callable[[str], None] = print
     dropped: list[str] = []
     filtered = _filter_toc(toc, exists, dropped)
     (stage / "_toc.yml").write_text(
-        "# Written by leaklib.book from ../../_toc.yml; do not edit.\n"
+        "# Written by leaklib.book from the top-level _toc.yml; do not edit.\n"
         + yaml.safe_dump(filtered, sort_keys=False))
     if dropped:
         say(f"[book] not in this build (not executed here): {', '.join(dropped)}")
@@ -204,12 +220,12 @@ def unlink_dropped(stage: Path, dropped: Sequence[str]) -> int:
     names = "|".join(re.escape(d) for d in dropped)
     pattern = re.compile(r"\{doc\}`(?:[^`<]*<)?(?:\.?/)?(?:book/)?(" + names + r")>?`")
     count = 0
-    for md in (stage / "book").rglob("*.md"):
+    for md in stage.rglob("*.md"):
         text, n = pattern.subn(r"`\1` (not in this build)", md.read_text())
         if n:
             md.write_text(text)
             count += n
-    for path in (stage / "book").rglob("*.ipynb"):
+    for path in stage.rglob("*.ipynb"):
         if not pattern.search(path.read_text()):
             continue
         nb = nbformat.read(path, as_version=4)
@@ -287,7 +303,7 @@ def cached_record(executed: Path, key: str) -> dict[str, Any] | None:
 
 def executed_note(profile: str, device: str, resolved: str, when: str, commit: str,
                   version: str, seconds: float | None = None) -> str:
-    """Markdown admonition shown instead of papermill's injected-parameters cell."""
+    """Markdown admonition shown at the top of an executed chapter (the ``parameters`` cell's output)."""
     dev = device if device == resolved else f"{device} → {resolved}"
     took = "" if seconds is None else f" in {seconds:.0f} s"
     return (
@@ -295,31 +311,52 @@ def executed_note(profile: str, device: str, resolved: str, when: str, commit: s
         ":class: note\n"
         f"profile **{profile}**, device **{dev}**, on {when}{took}, "
         f"git commit `{commit}`, leaklib {version}. "
-        "Rerun it with `leaklib book run --profile <smoke|quick|paper>`.\n"
+        "Rerun it with `jupyter-book build book/` (default profile) or "
+        "`leaklib book run --profile <smoke|quick|paper>`.\n"
         "```"
     )
 
 
-def replace_injected_cell(nb: Any, note: str) -> bool:
-    """Replace the ``injected-parameters`` cell of ``nb`` by a markdown note; True if one was found.
+def note_output(note: str) -> Any:
+    """The note as a ``display_data`` output (MyST markdown, rendered by myst-nb)."""
+    import nbformat
 
-    The ``parameters`` cell keeps its source (it documents the defaults) and is tagged
-    ``hide-cell`` so that it is folded in the HTML.
+    plain = note.splitlines()[2] if note.count("\n") >= 2 else note
+    return nbformat.v4.new_output("display_data", data={"text/markdown": note, "text/plain": plain})
+
+
+def attach_note(nb: Any, note: str) -> bool:
+    """Show ``note`` as the output of the ``parameters`` cell and drop papermill's injected cell.
+
+    The ``parameters`` cell keeps its source (it documents the defaults), folded in the HTML
+    (``hide-input``), and is tagged ``executed-with``. Both routes to the book do this, so that their
+    pages look the same; a notebook without a ``parameters`` cell gets the note as a markdown cell
+    where papermill injected its parameters. Returns True if an injected-parameters cell was found.
     """
     import nbformat
 
+    def tags(cell: Any) -> list[str]:
+        return list(cell.get("metadata", {}).get("tags", []))
+
+    params = next((c for c in nb.cells if c.get("cell_type") == "code" and "parameters" in tags(c)), None)
     found = False
-    for i, cell in enumerate(nb.cells):
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags:
+    kept = []
+    for cell in nb.cells:
+        if "injected-parameters" not in tags(cell):
+            kept.append(cell)
+            continue
+        found = True
+        if params is None:
             new = nbformat.v4.new_markdown_cell(note)
             new.metadata["tags"] = [NOTE_TAG]
             if "id" in cell:
                 new["id"] = cell["id"]
-            nb.cells[i] = new
-            found = True
-        elif "parameters" in tags and "hide-cell" not in tags:
-            cell.metadata["tags"] = list(tags) + ["hide-cell"]
+            kept.append(new)
+    nb.cells = kept
+    if params is not None:
+        keep = [t for t in tags(params) if t != "hide-cell"]
+        params.metadata["tags"] = keep + [t for t in (HIDE_TAG, NOTE_TAG) if t not in keep]
+        params.outputs = [note_output(note)]
     return found
 
 
@@ -350,20 +387,36 @@ def _snapshot(directory: Path) -> dict[str, float]:
 
 
 def execute_chapter(chapter: str, source: Path, target: Path, parameters: dict[str, Any], *,
-                    kernel: str = "python3", cwd: Path | None = None) -> float:
+                    kernel: str = "python3", cwd: Path | None = None, prefix: str | None = None,
+                    stream: Any = None) -> float:
     """Execute ``source`` into ``target`` with papermill; return the seconds it took.
 
+    The kernel runs over IPC (``leaklib.bookexec``). With ``prefix``, a status line on ``stream``
+    (default stdout) shows the running cell and the training run being trained, if any.
     On failure the partly executed notebook is left as ``<target>.failed.ipynb`` and
     ``ChapterError`` names the chapter, the cell (counted in ``source``) and the error.
     """
+    import nbformat
     import papermill as pm
+
+    from . import bookexec
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.stem}.running.ipynb")
+    total = None
+    if prefix is not None:
+        with contextlib.suppress(Exception):  # an unreadable notebook fails in papermill, with its message
+            total = bookexec.code_cell_count(nbformat.read(source, as_version=4)) + bool(parameters)
+    progress = (bookexec.chapter_progress(prefix, total, parameters.get("results_dir"),
+                                          parameters.get("profile"), stream=stream,
+                                          overrides=parameters.get("overrides"))
+                if prefix is not None else contextlib.nullcontext(None))
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(source), str(tmp), parameters=parameters, kernel_name=kernel,
-                            cwd=str(cwd or source.parent), progress_bar=False, log_output=False)
+        with progress as shown:
+            pm.execute_notebook(str(source), str(tmp), parameters=parameters, kernel_name=kernel,
+                                cwd=str(cwd or source.parent), progress_bar=False, log_output=False,
+                                **bookexec.client_kwargs(shown))
     except pm.PapermillExecutionError as exc:
         failed = target.with_name(f"{target.stem}.failed.ipynb")
         os.replace(tmp, failed)
@@ -377,11 +430,11 @@ def execute_chapter(chapter: str, source: Path, target: Path, parameters: dict[s
 
 
 def finalize_notebook(path: Path, note: str, record: dict[str, Any]) -> None:
-    """Replace the injected cell of the executed notebook ``path`` by ``note``; store ``record``."""
+    """Attach ``note`` to the executed notebook ``path`` (``attach_note``); store ``record``."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
-    if not replace_injected_cell(nb, note):
+    if not attach_note(nb, note):
         raise ValueError(f"{path} has no injected-parameters cell; was it executed by papermill?")
     nb.metadata[META_KEY] = record
     nbformat.write(nb, path)
@@ -408,18 +461,27 @@ def build_html(stage: Path, html_dir: Path, *, strict: bool = False, quiet: bool
     """Render ``stage`` with Jupyter Book 1 into ``html_dir``; return the Sphinx exit code.
 
     Equivalent to ``jupyter-book build <stage>`` (plus ``-W -n --keep-going`` when ``strict``),
-    except that the HTML goes to ``html_dir`` instead of ``<stage>/_build/html``.
+    except that the HTML goes to ``html_dir`` instead of ``<stage>/_build/html`` and that Jupyter
+    Book's own execution is off: the staged chapters were executed by papermill, with parameters,
+    and ``execute_notebooks: cache`` in ``_config.yml`` (for ``jupyter-book build book/``) would
+    execute them again with their defaults.
     """
+    import warnings
+
     from jupyter_book.sphinx import build_sphinx
 
-    # the same overrides as jupyter_book.cli.main.build
+    # the same overrides as jupyter_book.cli.main.build, and no execution
     overrides: dict[str, Any] = {"external_toc_path": (stage / "_toc.yml").resolve().as_posix(),
-                                 "latex_individualpages": False}
+                                 "latex_individualpages": False, "nb_execution_mode": "off"}
     if strict:
         overrides["nitpicky"] = True
-    result = build_sphinx(stage.resolve(), html_dir.resolve(), noconfig=True,
-                          path_config=str((stage / "_config.yml").resolve()), confoverrides=overrides,
-                          builder="html", warningiserror=strict, keep_going=strict, quiet=quiet)
+    with warnings.catch_warnings():
+        # sphinx-external-toc looks through every live object (gc) for Sphinx's toctree collector
+        # and so touches torch's deprecated module attributes, which warn: torch is loaded here.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="sphinx_external_toc")
+        result = build_sphinx(stage.resolve(), html_dir.resolve(), noconfig=True,
+                              path_config=str((stage / "_config.yml").resolve()), confoverrides=overrides,
+                              builder="html", warningiserror=strict, keep_going=strict, quiet=quiet)
     if isinstance(result, Exception):
         print(f"[book] HTML build failed: {result}", file=sys.stderr)
         return 1
@@ -444,6 +506,8 @@ class RunOptions:
     strict: bool = False
     force: bool = False
     threads: int | None = None
+    progress: bool = True
+    overrides: dict[str, str] = field(default_factory=dict)
 
 
 def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[ChapterResult]:
@@ -461,6 +525,7 @@ def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[Chapt
     stage, html_dir = build_dir / "src", build_dir / "html"
     if opts.profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {opts.profile!r}")
+    _profiles.get_profile(opts.profile, **_profiles.parse_overrides(opts.overrides))  # bad settings: fail before any chapter
 
     chapters = select_chapters(root / "book", opts.chapters, say)
     stage_sources(root, stage)
@@ -468,7 +533,8 @@ def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[Chapt
     results_dir.mkdir(parents=True, exist_ok=True)
 
     parameters = {"profile": opts.profile, "device": opts.device,
-                  "results_dir": str(results_dir), "figures_dir": str(figures_dir)}
+                  "results_dir": str(results_dir), "figures_dir": str(figures_dir),
+                  "overrides": {str(k): str(v) for k, v in opts.overrides.items()}}
     resolved = resolve_device(opts.device)
     commit, code = git_commit(root), package_hash()
     upstream: list[str] = []
@@ -482,7 +548,7 @@ def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[Chapt
     try:
         for n, chapter in enumerate(CHAPTERS):
             source = root / "book" / f"{chapter}.ipynb"
-            target = stage / "book" / f"{chapter}.ipynb"
+            target = stage / f"{chapter}.ipynb"
             if not source.is_file():
                 continue
             key = execution_key(source, dict(parameters, resolved_device=resolved), upstream, code,
@@ -496,13 +562,13 @@ def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[Chapt
                 results.append(ChapterResult(chapter, "reused", 0.0, hit.get("figures", [])))
                 say(f"{prefix}: unchanged, reused (executed {hit.get('executed_at', '?')})")
                 continue
-            say(f"{prefix}: running ...")
+            say(f"{prefix}: running ...")  # then a status line while it runs (bookexec.Progress)
             before = _snapshot(figures_dir)
             when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             t0 = time.perf_counter()
             try:
                 seconds = execute_chapter(chapter, source, target, parameters, kernel=opts.kernel,
-                                          cwd=stage / "book")
+                                          cwd=stage, prefix=prefix if opts.progress else None)
             except ChapterError as err:
                 where = f" (partly executed notebook: {err.notebook})" if err.notebook else ""
                 say(f"{prefix}: FAILED after {time.perf_counter() - t0:.1f} s{where}")
@@ -565,6 +631,9 @@ def _threads(text: str) -> int:
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=PROFILES, default="quick", help="experiment size (default: quick)")
+    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="change profile settings for this run, e.g. --set num_steps=48 epochs=1 "
+                        "(`leaklib profiles` lists the profiles; the chapters receive them as `overrides`)")
     p.add_argument("--device", type=_device, default="auto",
                    help="auto | cpu | cuda[:N] (default: auto = cuda if torch sees a GPU, else cpu)")
     p.add_argument("--threads", type=_threads, default=None,
@@ -584,13 +653,20 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, default=Path("."), help=argparse.SUPPRESS)
 
 
+def _checked_overrides(items: Sequence[str]) -> list[str]:
+    """``KEY=VALUE`` strings of ``--set``, each checked by :func:`leaklib.profiles.parse_overrides` (ValueError)."""
+    _profiles.parse_overrides(items)
+    return [str(item) for item in items]
+
+
 def _run_command(args: argparse.Namespace) -> int:
-    opts = RunOptions(root=args.root, profile=args.profile, device=args.device, chapters=args.chapters,
-                      results_dir=args.results_dir, figures_dir=args.figures_dir,
-                      build_dir=args.build_dir, kernel=args.kernel, html=args.html,
-                      strict=args.strict, force=args.force, threads=args.threads)
     t0 = time.perf_counter()
     try:
+        overrides = dict(item.split("=", 1) for item in _checked_overrides(args.overrides))
+        opts = RunOptions(root=args.root, profile=args.profile, device=args.device, chapters=args.chapters,
+                          results_dir=args.results_dir, figures_dir=args.figures_dir,
+                          build_dir=args.build_dir, kernel=args.kernel, html=args.html,
+                          strict=args.strict, force=args.force, threads=args.threads, overrides=overrides)
         run_book(opts)
     except ChapterError as err:
         print(f"[book] {err.message()}", file=sys.stderr)
@@ -598,6 +674,10 @@ def _run_command(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"[book] error: {err}", file=sys.stderr)
         return 2 if isinstance(err, (FileNotFoundError, ValueError)) else 1
+    except KeyboardInterrupt:
+        print("\n[book] interrupted: finished chapters and training runs are kept (a run from its last "
+              "epoch); the same command goes on from there", file=sys.stderr)
+        return 130
     print(f"[book] total {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -30,7 +30,8 @@ def make_notebook(path: Path, *cells: str, title: str = "A chapter", cite: str =
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell(PARAMS)
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\nAs in {{cite:p}}`{cite}`."), params]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\nAs in {{cite:p}}`{cite}`, with $\\tau_m = 30$."),
+                params]
     nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,11 +40,13 @@ def make_notebook(path: Path, *cells: str, title: str = "A chapter", cite: str =
 
 
 def make_root(tmp_path: Path) -> Path:
-    """A book with the real _config.yml, _toc.yml, intro and bibliography, and no chapters."""
+    """A book with the real _config.yml, _toc.yml (and book/'s symlinks to them), intro and
+    bibliography, and no chapters."""
     root = tmp_path / "repo"
     (root / "book").mkdir(parents=True)
-    for name in ("_config.yml", "_toc.yml"):
+    for name in book.CONFIG_FILES:
         shutil.copy2(REPO / name, root / name)
+        (root / "book" / name).symlink_to(Path("..") / name)
     for name in ("intro.md", "references.bib", "references.md"):
         shutil.copy2(REPO / "book" / name, root / "book" / name)
     return root
@@ -82,14 +85,16 @@ def test_stage_sources_copies_book_files_and_drops_stale_notebooks(tmp_path: Pat
     root = make_root(tmp_path)
     stage = tmp_path / "stage"
     (stage / "book").mkdir(parents=True)
-    (stage / "book" / "02_training.ipynb").write_text("{}")  # its source is gone
+    (stage / "book" / "intro.md").write_text("old layout")  # a stage of the older layout: removed
+    (stage / "02_training.ipynb").write_text("{}")  # its source is gone
     make_notebook(root / "book" / "01_neurons_and_coherence.ipynb")
-    (stage / "book" / "01_neurons_and_coherence.ipynb").write_text("{}")  # executed earlier: kept
+    (stage / "01_neurons_and_coherence.ipynb").write_text("{}")  # executed earlier: kept
     book.stage_sources(root, stage)
     assert (stage / "_config.yml").read_text() == (root / "_config.yml").read_text()
-    assert (stage / "book" / "intro.md").is_file() and (stage / "book" / "references.bib").is_file()
-    assert not (stage / "book" / "02_training.ipynb").exists()
-    assert (stage / "book" / "01_neurons_and_coherence.ipynb").read_text() == "{}"
+    assert not (stage / "_config.yml").is_symlink() and not (stage / "book").exists()
+    assert (stage / "intro.md").is_file() and (stage / "references.bib").is_file()
+    assert not (stage / "02_training.ipynb").exists()
+    assert (stage / "01_neurons_and_coherence.ipynb").read_text() == "{}"
 
 
 def test_stage_sources_requires_config(tmp_path: Path) -> None:
@@ -105,14 +110,14 @@ def test_write_staged_toc_drops_missing_chapters_and_empty_parts(tmp_path: Path)
     root = make_root(tmp_path)
     stage = tmp_path / "stage"
     book.stage_sources(root, stage)
-    (stage / "book" / "03_robustness.ipynb").write_text("{}")
+    (stage / "03_robustness.ipynb").write_text("{}")
     dropped = book.write_staged_toc(root, stage, lambda _: None)
     toc = yaml.safe_load((stage / "_toc.yml").read_text())
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
-    assert files == ["book/03_robustness", "book/references"]
+    assert files == ["03_robustness", "references"]
     assert [p["caption"] for p in toc["parts"]] == ["Experiments", "Summary"]
     assert set(dropped) == set(book.CHAPTERS) - {"03_robustness"}
-    assert toc["root"] == "book/intro"
+    assert toc["root"] == "intro"
 
 
 def test_unlink_dropped_rewrites_only_links_to_dropped_chapters(tmp_path: Path) -> None:
@@ -144,10 +149,20 @@ def test_top_level_toc_lists_every_chapter_in_dependency_order() -> None:
 
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
-    assert [f.split("/")[-1] for f in files if f.split("/")[-1] in book.CHAPTERS] == list(book.CHAPTERS)
+    assert [f for f in files if f in book.CHAPTERS] == list(book.CHAPTERS)
+    assert all((REPO / "book" / f"{f}.ipynb").is_file() or (REPO / "book" / f"{f}.md").is_file()
+               for f in [toc["root"], *files])  # relative to book/, the source folder
     config = yaml.safe_load((REPO / "_config.yml").read_text())
-    assert config["execute"]["execute_notebooks"] == "off"
-    assert all((REPO / bib).is_file() for bib in config["bibtex_bibfiles"])
+    assert config["execute"]["execute_notebooks"] == "cache" and config["execute"]["timeout"] == -1
+    assert all((REPO / "book" / bib).is_file() for bib in config["bibtex_bibfiles"])
+    assert {"sphinx-mathjax-offline", "leaklib.sphinx_book"} <= set(config["sphinx"]["extra_extensions"])
+
+
+def test_book_folder_links_to_the_one_configuration() -> None:
+    for name in book.CONFIG_FILES:
+        link = REPO / "book" / name
+        assert link.is_symlink() and os.readlink(link) == f"../{name}", name
+        assert link.resolve() == (REPO / name).resolve()
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -204,22 +219,35 @@ def test_cached_record_needs_matching_key_and_existing_figures(tmp_path: Path) -
 
 # ----------------------------------------------------------------------------- notebook surgery
 
-def test_replace_injected_cell_turns_it_into_the_executed_with_note() -> None:
+def test_attach_note_shows_it_under_the_folded_parameters_cell_and_drops_the_injected_one() -> None:
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell(PARAMS)
-    params.metadata["tags"] = ["parameters"]
+    params.metadata["tags"] = ["parameters", "hide-cell"]
     injected = nbformat.v4.new_code_cell('profile = "smoke"\n')
     injected.metadata["tags"] = ["injected-parameters"]
     nb.cells = [params, injected, nbformat.v4.new_code_cell("print(1)")]
     note = book.executed_note("smoke", "auto", "cpu", "2020-06-17 12:00 UTC", "abc1234", "0.1.0", 12.3)
-    assert book.replace_injected_cell(nb, note)
-    assert nb.cells[1].cell_type == "markdown" and nb.cells[1].source == note
-    assert nb.cells[1].metadata["tags"] == [book.NOTE_TAG]
-    assert "hide-cell" in nb.cells[0].metadata["tags"]
-    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
-    assert not book.replace_injected_cell(nb, note)  # nothing left to replace
-    for text in ("smoke", "auto → cpu", "2020-06-17 12:00 UTC", "abc1234", "0.1.0", "12 s", "{admonition}"):
+    assert book.attach_note(nb, note)
+    assert len(nb.cells) == 2 and nb.cells[0] is params and nb.cells[1].source == "print(1)"
+    assert params.metadata["tags"] == ["parameters", book.HIDE_TAG, book.NOTE_TAG]
+    assert [o["data"]["text/markdown"] for o in params.outputs] == [note]
+    assert "This page was executed with" not in params.outputs[0]["data"]["text/plain"]
+    assert "profile **smoke**" in params.outputs[0]["data"]["text/plain"]
+    assert not book.attach_note(nb, note)  # no injected cell (as under jupyter-book build): note only
+    assert len(params.outputs) == 1
+    for text in ("smoke", "auto → cpu", "2020-06-17 12:00 UTC", "abc1234", "0.1.0", "12 s", "{admonition}",
+                 "jupyter-book build book/", "leaklib book run --profile"):
         assert text in note
+
+
+def test_attach_note_without_a_parameters_cell_puts_it_where_papermill_injected() -> None:
+    nb = nbformat.v4.new_notebook()
+    injected = nbformat.v4.new_code_cell('profile = "smoke"\n')
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells = [injected, nbformat.v4.new_code_cell("print(1)")]
+    assert book.attach_note(nb, "the note")
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source == "the note"
+    assert nb.cells[0].metadata["tags"] == [book.NOTE_TAG]
 
 
 def test_check_figures_wants_paper_names_and_a_vector_twin(tmp_path: Path) -> None:
@@ -264,18 +292,22 @@ def test_run_book_executes_reuses_and_builds_strict_html(tmp_path: Path, monkeyp
     figures = root / "figures" / "smoke"
     assert sorted(p.name for p in figures.iterdir()) == [
         "fig2_coherence.png", "fig2_coherence.svg", "fig3_robustness.png", "fig3_robustness.svg"]
-    executed = nbformat.read(root / "_build" / "src" / "book" / "01_neurons_and_coherence.ipynb", 4)
+    executed = nbformat.read(root / "_build" / "src" / "01_neurons_and_coherence.ipynb", 4)
     out = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert f"ran with smoke cpu {figures}" in out
     assert executed.metadata[book.META_KEY]["profile"] == "smoke"
     assert nbformat.read(root / "book" / "01_neurons_and_coherence.ipynb", 4).cells[1].get("outputs") == []
 
-    page = (root / "_build" / "html" / "book" / "01_neurons_and_coherence.html").read_text()
+    page = (root / "_build" / "html" / "01_neurons_and_coherence.html").read_text()
     assert "This page was executed with" in page and "injected-parameters" not in page
-    assert "<img" in page and (root / "_build" / "html" / "book" / "references.html").is_file()
-    intro = (root / "_build" / "html" / "book" / "intro.html").read_text()
+    assert "tag_hide-input" in page and "profile <strong>smoke</strong>" in page
+    assert "<img" in page and (root / "_build" / "html" / "references.html").is_file()
+    assert '_static/mathjax/tex-chtml.js' in page and "cdn.jsdelivr" not in page  # maths offline
+    assert (root / "_build" / "html" / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    intro = (root / "_build" / "html" / "intro.html").read_text()
     assert 'href="01_neurons_and_coherence.html"' in intro and "02_training</span></code> (not in this build)" in intro
-    assert not (root / "_build" / "html" / "book" / "02_training.html").exists()
+    assert not (root / "_build" / "html" / "02_training.html").exists()
+    assert not (root / "_build" / ".jupyter_cache").exists()  # Jupyter Book executed nothing itself
 
     lines.clear()
     second = book.run_book(opts, lines.append)
@@ -293,7 +325,7 @@ def test_cli_stops_at_the_failing_chapter_with_exit_code_1(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert code == 1
     assert "chapter 02_training failed in cell 3 (In [3]): ZeroDivisionError: division by zero" in err
-    assert not (root / "_build" / "src" / "book" / "ran").exists()
+    assert not (root / "_build" / "src" / "ran").exists()
     assert book.main(["run", "--root", str(root), "--chapters", "05", "--no-html"]) == 2
 
 

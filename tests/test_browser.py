@@ -1,10 +1,15 @@
 """The built book in a real browser: headless Chromium over the DevTools protocol (a pipe, no extra deps).
 
-With ``LEAKLIB_BOOK_HTML`` set (``.ci/run`` sets it to ``_build/html``), the built book is checked and
-every chapter notebook under ``book/`` must have its page; otherwise a tiny book is built into a
-temporary folder first. Each page must load, every image on it must have a non-zero natural size,
-and every local link (and its ``#fragment``) must resolve. Screenshots of the intro and of the first
-page with a figure are kept in ``<html>/../screenshots/``.
+With ``LEAKLIB_BOOK_HTML`` set (``.ci/run`` sets it to the HTML of ``leaklib book run`` and of
+``jupyter-book build book/``), that book is checked and every chapter notebook under ``book/`` must
+have its page; otherwise a tiny book is built into a temporary folder first. Each page must load,
+every image on it must have a non-zero natural size, every local link (and its ``#fragment``) must
+resolve, and its maths must be typeset by MathJax loaded from the book itself (no network): MathJax
+output elements, no raw ``\\(`` left in the text. Screenshots of the intro, of the first page with a
+figure and of a chapter's maths are kept in ``<html>/../screenshots/``.
+
+Without Chromium the browser test is skipped with a line saying how to install it; with
+``LEAKLIB_REQUIRE_TOOLS=1`` (set by ``.ci/run``) it fails instead.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from leaklib import book
+from required import missing_tool
 
 pytestmark = pytest.mark.browser
 
@@ -53,12 +59,62 @@ PAGE_REPORT_JS = """
 """
 
 
-def chromium_binary() -> str:
-    """Debian's chromium; the failure says how to install it (the browser test never skips)."""
+MATHS_REPORT_JS = """
+(async () => {
+  const mj = window.MathJax;
+  if (mj && mj.startup && mj.startup.promise) {
+    await Promise.race([mj.startup.promise, new Promise(r => setTimeout(r, 20000))]);
+  }
+  const script = Array.from(document.scripts).find(s => /mathjax/i.test(s.src));
+  const maths = Array.from(document.querySelectorAll('.math'));
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {acceptNode: n =>
+      n.parentElement.closest('pre, code, script, style, mjx-container, .highlight')
+        ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
+  const raw = [];
+  while (walker.nextNode()) {
+    const t = walker.currentNode.nodeValue;
+    if (t.includes('\\\\(') || t.includes('\\\\[')) raw.push(t.trim().slice(0, 60));
+  }
+  return {
+    script: script ? script.src : null,
+    loaded: !!(mj && mj.startup && mj.version),
+    maths: maths.length,
+    typeset: document.querySelectorAll('mjx-container').length,
+    untypeset: maths.filter(m => !m.querySelector('mjx-container')).length,
+    raw: raw,
+  };
+})()
+"""
+#: Pages of a Jupyter Book build that are not the book's own pages.
+GENERATED_PAGES = {"index.html", "genindex.html", "search.html"}
+#: Book pages without any formula.
+PAGES_WITHOUT_MATHS = {"references.html"}
+CHROMIUM_HINT = ("headless Chromium not found: install it with `apt-get install -y chromium` "
+                 "(or set CHROMIUM=/path/to/chromium)")
+
+
+def chromium_binary() -> str | None:
+    """Debian's chromium (or $CHROMIUM); None if there is none."""
     for candidate in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
         if candidate and shutil.which(candidate):
-            return shutil.which(candidate)  # type: ignore[return-value]
-    raise AssertionError("headless Chromium is needed: apt-get install -y chromium (or set CHROMIUM)")
+            return shutil.which(candidate)
+    return None
+
+
+def maths_problems(name: str, report: dict[str, Any], must_have_maths: bool) -> list[str]:
+    """What is wrong with a page's maths, from ``MATHS_REPORT_JS``'s report."""
+    problems = []
+    if report["maths"] or must_have_maths:
+        if not report["script"] or not report["script"].startswith("file:"):
+            problems.append(f"{name}: MathJax is not loaded from the book itself (script {report['script']!r})")
+        if not report["loaded"]:
+            problems.append(f"{name}: MathJax did not start (offline, a CDN copy cannot load)")
+        if report["typeset"] == 0:
+            problems.append(f"{name}: no typeset maths (MathJax output elements) on the page")
+    if report["untypeset"]:
+        problems.append(f"{name}: {report['untypeset']} of {report['maths']} formulas not typeset")
+    problems += [f"{name}: raw TeX in the text: {t!r}" for t in report["raw"]]
+    return problems
 
 
 class Browser:
@@ -187,7 +243,16 @@ def broken_links(links: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def html_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def chromium() -> str:
+    """The Chromium binary; skips (or fails, see ``required``) without one."""
+    binary = chromium_binary()
+    if binary is None:
+        missing_tool(CHROMIUM_HINT)
+    return binary  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def html_dir(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The book to check: $LEAKLIB_BOOK_HTML, or a tiny book built here."""
     given = os.environ.get("LEAKLIB_BOOK_HTML")
     if given:
@@ -206,8 +271,9 @@ def html_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def chapter_pages(html: Path) -> list[Path]:
-    pages = sorted((html / "book").glob("*.html"))
-    assert pages, f"no pages under {html / 'book'}"
+    """The book's pages (intro, chapters, references): every HTML page but Sphinx's generated ones."""
+    pages = sorted(p for p in html.glob("*.html") if p.name not in GENERATED_PAGES)
+    assert pages, f"no pages in {html}"
     if os.environ.get("LEAKLIB_BOOK_HTML"):
         expected = {c for c in book.CHAPTERS if (REPO / "book" / f"{c}.ipynb").is_file()}
         missing = expected - {p.stem for p in pages}
@@ -215,7 +281,7 @@ def chapter_pages(html: Path) -> list[Path]:
     return pages
 
 
-def test_every_page_loads_with_images_and_working_links(html_dir: Path) -> None:
+def test_every_page_loads_with_images_links_and_typeset_maths(chromium: str, html_dir: Path) -> None:
     index = (html_dir / "index.html").read_text()
     target = re.search(r'http-equiv="Refresh" content="0; url=([^"]+)"', index, re.I)
     assert target and (html_dir / target.group(1)).is_file(), "index.html does not lead to the intro"
@@ -223,9 +289,9 @@ def test_every_page_loads_with_images_and_working_links(html_dir: Path) -> None:
     shots = html_dir.parent / "screenshots"
     for old in shots.glob("*.png"):
         old.unlink()
-    figure_page_shot = None
+    figure_page_shot = maths_shot = None
     with tempfile.TemporaryDirectory() as profile:
-        browser = Browser(chromium_binary(), Path(profile))
+        browser = Browser(chromium, Path(profile))
         try:
             problems = []
             for page in pages:
@@ -238,6 +304,12 @@ def test_every_page_loads_with_images_and_working_links(html_dir: Path) -> None:
                     if img["w"] <= 0 or img["h"] <= 0:
                         problems.append(f"{name}: empty image {img['src']}")
                 problems += [f"{name}: broken link {href}" for href in broken_links(report["links"])]
+                maths = browser.evaluate(session, MATHS_REPORT_JS)
+                problems += maths_problems(name, maths, must_have_maths=page.name not in PAGES_WITHOUT_MATHS)
+                if maths_shot is None and maths["typeset"] and page.name != "intro.html":
+                    browser.evaluate(session, "document.querySelector('mjx-container')"
+                                              ".scrollIntoView({block: 'center'})")
+                    maths_shot = browser.screenshot(session, shots / f"maths_{page.stem}.png")
                 if page.name == "intro.html":
                     browser.screenshot(session, shots / "intro.png")
                 big = [i for i in report["images"] if i["w"] >= 100 and i["h"] >= 100]
@@ -251,9 +323,10 @@ def test_every_page_loads_with_images_and_working_links(html_dir: Path) -> None:
             browser.close()
     assert not problems, "\n".join(problems)
     assert figure_page_shot is not None, "no chapter page shows a figure"
+    assert maths_shot is not None, "no chapter page shows typeset maths"
     import matplotlib.image as mpimg
 
-    for shot in (shots / "intro.png", figure_page_shot):
+    for shot in (shots / "intro.png", figure_page_shot, maths_shot):
         pixels = mpimg.imread(shot)
         assert pixels.shape[:2] == (900, 1280), shot
         assert pixels[..., :3].std() > 0.01, f"{shot} is blank"
