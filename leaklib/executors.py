@@ -40,6 +40,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -297,9 +298,13 @@ class SubmittedTask:
 
 # ----------------------------------------------------------------------------- the local process pool
 
-def _pool_worker(conn: Any, threads: int, env: dict[str, str]) -> None:  # pragma: no cover - in the worker
+def _pool_worker(conn: Any, threads: int, env: dict[str, str], cwd: str) -> None:  # pragma: no cover - worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us with SIGTERM
-    os.environ.update(env)  # before CUDA is initialised: this worker's GPU and thread count
+    # a forked worker starts with the forkserver's environment and folder, which may be older than the
+    # caller's: take the caller's now (before CUDA is initialised: this worker's GPU and thread count)
+    os.environ.update(env)
+    with contextlib.suppress(OSError):
+        os.chdir(cwd)
 
     def _terminate(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
@@ -353,7 +358,8 @@ class _Worker:
     def __init__(self, ctx: Any, slot: int, env: dict[str, str], threads: int) -> None:
         self.slot, self.env, self.threads = slot, env, threads
         parent, child = ctx.Pipe()
-        self.process = ctx.Process(target=_pool_worker, args=(child, threads, env), daemon=True,
+        self.process = ctx.Process(target=_pool_worker, args=(child, threads, {**os.environ, **env}, os.getcwd()),
+                                   daemon=True,
                                    name=f"leaklib-worker-{slot}")
         # the workers inherit a blocked SIGINT: Ctrl-C reaches the parent only, even while they start
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -498,6 +504,10 @@ def _make_submitit(kind: str, folder: Path, options: SlurmOptions, jobs: int | N
     import submitit
 
     if kind == "slurm":
+        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        if missing:
+            raise ValueError(f"--executor slurm needs Slurm's {' and '.join(missing)} on PATH; run it where jobs "
+                             f"are submitted (a login node), or use --executor local")
         executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=options.max_requeues)
         params: dict[str, Any] = {"job_name": f"leaklib-{name}", "time": options.time,
                                   "signal_delay_s": options.signal_delay_s}
@@ -523,6 +533,30 @@ def _make_submitit(kind: str, folder: Path, options: SlurmOptions, jobs: int | N
     executor = submitit.LocalExecutor(folder=str(folder), max_num_timeout=options.max_requeues)
     executor.update_parameters(timeout_min=options.time, signal_delay_s=min(options.signal_delay_s, 30))
     return executor
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[dict]:
+    """stderr (file descriptor 2 and sys.stderr) into a buffer, where sbatch's refusal goes; the text is
+    in the dict afterwards."""
+    import tempfile
+
+    said: dict = {}
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_level = io.StringIO()  # submitit copies the command's stderr to sys.stderr itself
+    with tempfile.TemporaryFile() as buffer:
+        os.dup2(buffer.fileno(), 2)
+        try:
+            with contextlib.redirect_stderr(python_level):
+                yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            buffer.seek(0)
+            said["text"] = python_level.getvalue() + buffer.read().decode(errors="replace")
+            if said["text"].strip() and sys.exc_info()[0] is None:  # submitted: pass on what sbatch said
+                sys.stderr.write(said["text"])
 
 
 def _job_paths(job: Any) -> tuple[str, str]:
@@ -553,6 +587,10 @@ def _run_submitit(kind: str, task: Callable, configs: Sequence[Any], indices: Se
                   log: Callable[[str], None]) -> dict[int, Outcome]:
     name = _task_name(task)
     folder = _jobs_folder(configs, results_dir, options)
+    created = folder.absolute()
+    while not created.parent.exists():  # the top folder this submission creates (removed if sbatch refuses)
+        created = created.parent
+    created = created if not created.exists() else None
     executor = _make_submitit(kind, folder, options, jobs, name)
     call = SubmittedTask(task, threads if threads else (None if kind == "slurm" else max(1, cpu_count() // (jobs or 1))))
     outcomes: dict[int, Outcome] = {}
@@ -566,7 +604,21 @@ def _run_submitit(kind: str, task: Callable, configs: Sequence[Any], indices: Se
 
     if kind == "slurm":
         args = [(configs[i], str(results_dir), device, kwargs) for i in indices]
-        submitted = executor.map_array(call, *zip(*args)) if len(args) > 1 else [executor.submit(call, *args[0])]
+        before = set(folder.rglob("*")) if created is None else set()
+        try:
+            with _stderr_captured() as said:
+                submitted = (executor.map_array(call, *zip(*args)) if len(args) > 1
+                             else [executor.submit(call, *args[0])])
+        except Exception as exc:  # noqa: BLE001 - sbatch refused (bad partition, account, limits, ...)
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            for path in sorted(set(folder.rglob("*")) - before, reverse=True):  # the refused submission's files
+                with contextlib.suppress(OSError):
+                    path.unlink() if path.is_file() else path.rmdir()
+            text = "\n".join(str(t.decode(errors="replace") if isinstance(t, bytes) else t)
+                             for t in (said.get("text"), getattr(exc, "output", None), str(exc)) if t)
+            last = [line for line in text.splitlines() if line.strip()][:1] or [type(exc).__name__]
+            raise ValueError(f"sbatch refused the jobs: {last[0].strip()}") from None
         running = dict(zip(indices, submitted))
         for index, job in running.items():
             record(index, job)

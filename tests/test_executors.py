@@ -143,6 +143,24 @@ def test_slurm_submission_one_job_per_run_and_finished_runs_skipped(sequential, 
     assert parse_time("90") == 90 and parse_time("1:30:00") == 90 and parse_time("2-00:00:00") == 2880
 
 
+def test_slurm_refusal_or_no_slurm_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))  # no sbatch, no srun
+    argv = ["train", "--profile", "smoke", *SET, "--results-dir", str(tmp_path / "r"), "--executor", "slurm"]
+    assert cli.main(argv) == 2
+    assert "needs Slurm's sbatch and srun on PATH" in capsys.readouterr().err
+    for name, body in {"sbatch": 'echo "sbatch: error: invalid partition specified: gpux" >&2\nexit 1',
+                       "srun": "exit 0"}.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert cli.main([*argv, "--partition", "gpux"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "leaklib: error: sbatch refused the jobs: sbatch: error: invalid partition specified: gpux"
+    assert not (tmp_path / "r").exists()
+
+
 def _fails(config, results_dir, device):
     raise RuntimeError("out of cheese")
 
