@@ -573,6 +573,10 @@ def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[Chapt
                 where = f" (partly executed notebook: {err.notebook})" if err.notebook else ""
                 say(f"{prefix}: FAILED after {time.perf_counter() - t0:.1f} s{where}")
                 raise
+            except KeyboardInterrupt:  # Ctrl-C: no half-executed notebook left behind
+                target.with_name(f".{target.stem}.running.ipynb").unlink(missing_ok=True)
+                say(f"{prefix}: interrupted after {time.perf_counter() - t0:.1f} s")
+                raise
             after = _snapshot(figures_dir)
             figures = sorted(p for p, m in after.items() if before.get(p) != m)
             note = executed_note(opts.profile, opts.device, resolved, when, commit, __version__, seconds)
@@ -671,6 +675,10 @@ def _run_command(args: argparse.Namespace) -> int:
     except ChapterError as err:
         print(f"[book] {err.message()}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("[book] interrupted; chapters executed so far are kept and reused by the same command",
+              file=sys.stderr)
+        return 130
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"[book] error: {err}", file=sys.stderr)
         return 2 if isinstance(err, (FileNotFoundError, ValueError)) else 1

@@ -223,7 +223,11 @@ def _missing(folder: Path, names: Sequence[str]) -> list[str]:
 
 
 def _construct(key: str, split: str, root: Path, cls: type, kwargs: dict[str, Any]) -> Any:
-    """Instantiate a torchvision dataset, turning its integrity failure into our error."""
+    """Instantiate a torchvision dataset, turning its integrity or download failure into our error.
+
+    A download that fails (offline, interrupted) leaves no partial file behind.
+    """
+    before = _listing(root) if kwargs.get("download") else None
     try:
         return cls(**kwargs)
     except RuntimeError as err:
@@ -231,6 +235,31 @@ def _construct(key: str, split: str, root: Path, cls: type, kwargs: dict[str, An
             raise
         where = root / SVHN_SUBDIR if key == "svhn" else root / "cifar-10-batches-py"
         raise _not_found(key, split, where, "is corrupted (md5 checksum mismatch)", root) from None
+    except (OSError, KeyboardInterrupt) as err:
+        if before is None:
+            raise
+        _remove_new_files(root, before)
+        if isinstance(err, KeyboardInterrupt) or (isinstance(err, FileNotFoundError) and err.filename):
+            raise
+        reason = getattr(err, "reason", None) or err.strerror or err
+        raise DatasetNotFoundError(
+            f"{_DISPLAY[key]} {split} split could not be downloaded ({' '.join(str(reason).split())}); check the "
+            f"network connection, or copy the files into {root} (see `leaklib train --help`)") from None
+
+
+def _listing(root: Path) -> set[Path]:
+    """Files under ``root`` (two levels: the archive and the svhn/ subfolder), to undo a failed download."""
+    if not root.is_dir():
+        return set()
+    return {p for p in root.glob("*") if p.is_file()} | {p for p in root.glob("*/*") if p.is_file()}
+
+
+def _remove_new_files(root: Path, before: set[Path]) -> None:
+    for path in _listing(root) - before:
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
 
 def _load_cifar10(split: str, root: Path, download: bool, verify: bool) -> ImageDataset:

@@ -25,6 +25,10 @@ __all__ = [
     "atomic_torch_save",
     "read_json",
     "read_jsonl",
+    "RunFileError",
+    "load_checkpoint",
+    "checkpoint_intact",
+    "checked_history",
     "config_hash",
     "git_commit",
     "environment_info",
@@ -96,17 +100,103 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file written by :func:`atomic_write_json`."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+class RunFileError(ValueError):
+    """A results file is unreadable or inconsistent. The message is one line: the file, what is
+    wrong with it and what to do."""
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict]:
-    """All records of a JSON-lines file (empty list if it does not exist)."""
+def _one_line(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def read_json(path: str | os.PathLike[str], remedy: str = "delete it to recompute it, or restore it") -> Any:
+    """Read a JSON file written by :func:`atomic_write_json`.
+
+    A corrupt file raises :class:`RunFileError` naming it and ``remedy``; a missing one raises
+    FileNotFoundError as usual.
+    """
+    path = Path(path)
+    text = path.read_bytes()
+    try:
+        return json.loads(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RunFileError(f"{path} is not UTF-8 text (corrupt?); {remedy}") from None
+    except json.JSONDecodeError as exc:
+        raise RunFileError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}"
+                           f"{', the file is empty' if not text.strip() else ''}); {remedy}") from None
+
+
+def read_jsonl(path: str | os.PathLike[str], remedy: str = "delete it to recompute it, or restore it") -> list[dict]:
+    """All records of a JSON-lines file (empty list if it does not exist); a corrupt line raises
+    :class:`RunFileError` naming the file, the line and ``remedy``."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise RunFileError(f"{path} is not UTF-8 text (corrupt?); {remedy}") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RunFileError(f"{path} line {number} is not valid JSON ({exc.msg}); {remedy}") from None
+        if not isinstance(record, dict):
+            raise RunFileError(f"{path} line {number} is not a JSON object; {remedy}")
+        records.append(record)
+    return records
+
+
+def checked_history(path: str | os.PathLike[str], epochs: int, remedy: str) -> list[dict]:
+    """The first ``epochs`` records of a run's history.jsonl, which must be epochs 1..``epochs`` in order.
+
+    Fewer records than ``epochs`` (the history lost epochs that the checkpoint or metrics count) or
+    records out of order raise :class:`RunFileError` naming the file and ``remedy``; records past
+    ``epochs`` (an epoch written just before a kill, whose checkpoint was not) are dropped.
+    """
+    history = read_jsonl(path, remedy)
+    if len(history) < epochs:
+        raise RunFileError(f"{path} has {len(history)} epoch(s) but the run's checkpoint/metrics count {epochs}; "
+                           f"{remedy}")
+    numbers = [h.get("epoch") for h in history[:epochs]]
+    if numbers != list(range(1, epochs + 1)):
+        raise RunFileError(f"{path} does not list epochs 1..{epochs} in order (found {numbers[:6]}...); {remedy}")
+    return history[:epochs]
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu",
+                    remedy: str = "delete it to retrain this run from scratch, or restore it") -> dict:
+    """``torch.load`` a checkpoint; an unreadable one raises :class:`RunFileError` naming it and ``remedy``."""
+    import torch
+
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # truncated zip, bit rot, not a torch file, ...
+        raise RunFileError(f"{path} is unreadable (truncated? {_one_line(exc, 80)}); {remedy}") from None
+    if not isinstance(state, dict) or not {"config_hash", "epoch", "model"} <= set(state):
+        raise RunFileError(f"{path} is not a leaklib checkpoint (no config hash, epoch or model); {remedy}")
+    return state
+
+
+def checkpoint_intact(path: str | os.PathLike[str]) -> bool:
+    """Cheap check that a ``torch.save`` file is complete: its zip directory reads and lists a pickle.
+
+    Catches the usual damage (a truncated or emptied file) without loading the tensors.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
 
 
 def jsonl_text(records: Iterable[dict]) -> str:

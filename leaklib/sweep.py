@@ -5,6 +5,7 @@ Chapters call these; every number they show comes from the run folders under ``r
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -13,9 +14,10 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
+from .locks import Lock
 from .profiles import Profile, get_profile
-from .runs import atomic_write_json, config_hash, read_json
-from .train import RunConfig, load_run, train_run
+from .runs import RunFileError, _jsonable, atomic_write_json, config_hash, read_json
+from .train import RunConfig, load_run
 
 __all__ = [
     "sweep_configs",
@@ -32,6 +34,10 @@ __all__ = [
     "clean_table",
     "Sweep",
     "open_sweep",
+    "ANALYSES",
+    "analysis_task",
+    "prepare_analyses",
+    "SweepIncomplete",
 ]
 
 
@@ -46,12 +52,29 @@ def sweep_configs(profile: Profile | str, datasets: Iterable[str] | None = None)
             for dataset in (datasets or prof.datasets) for tau in prof.taus for seed in prof.seeds]
 
 
+class SweepIncomplete(RuntimeError):
+    """Some runs of a sweep did not finish (failed, or held by another process); one line."""
+
+
 def ensure_sweep(profile: Profile | str, results_dir: str | os.PathLike[str] = "results", device: str = "auto",
-                 progress: bool = True, **kwargs: Any) -> list[RunConfig]:
-    """Train what is missing (resuming interrupted runs), reuse what is finished; return the configs."""
+                 progress: bool = True, executor: str = "inline", jobs: int | None = None,
+                 **kwargs: Any) -> list[RunConfig]:
+    """Train what is missing (resuming interrupted runs), reuse what is finished; return the configs.
+
+    ``executor``/``jobs`` as :func:`leaklib.executors.run_sweep` (e.g. ``executor="local", jobs=2``
+    trains two runs at once); other keywords (``log``, ``data_root``, Slurm options) go there too.
+    Raises :class:`SweepIncomplete` (one line) when a run failed or another process is training it.
+    """
+    from .executors import run_sweep
+
     configs = sweep_configs(profile)
-    for config in configs:
-        train_run(config, results_dir=results_dir, device=device, progress=progress, **kwargs)
+    results = run_sweep(configs, executor=executor, jobs=jobs, results_dir=results_dir, device=device,
+                        progress=progress, **kwargs)
+    problems = [(c, m) for c, m in results if m.get("status") not in ("finished", "diverged")]
+    if problems:
+        config, metrics = problems[0]
+        more = f" (and {len(problems) - 1} more run(s))" if len(problems) > 1 else ""
+        raise SweepIncomplete(f"{config.label()}: {metrics.get('status')}: {metrics.get('error')}{more}")
     return configs
 
 
@@ -91,21 +114,43 @@ def analysis_path(config: RunConfig, results_dir: str | os.PathLike[str], name: 
     return Path(load_run(config, results_dir)["folder"]) / "analysis" / f"{name}.json"
 
 
-def cached(path: str | os.PathLike[str], settings: dict[str, Any], compute: Callable[[], Any]) -> Any:
+def cached(path: str | os.PathLike[str], settings: dict[str, Any], compute: Callable[[], Any],
+           log: Callable[[str], None] = print) -> Any:
     """Return the value stored at ``path`` for exactly these ``settings``, else compute, store atomically, return.
 
     The key is the hash of ``settings`` (which should include the run's config hash), so a changed
-    analysis setting or a retrained run recomputes instead of reusing a stale number.
+    analysis setting or a retrained run recomputes instead of reusing a stale number. The value
+    returned is always the stored one, as read back from JSON. One process
+    at a time computes a cache file (a lock beside it; a second process waits for the first and
+    reuses its value); an unreadable cache file is recomputed, with one line saying so.
     """
     key = config_hash(settings)
     path = Path(path)
-    if path.exists():
-        stored = read_json(path)
-        if stored.get("key") == key:
-            return stored["value"]
-    value = compute()
-    atomic_write_json(path, {"key": key, "settings": settings, "value": value})
-    return value
+    stored = _stored(path, key, log)
+    if stored is not None:
+        return stored[0]
+    with Lock(path, "computed", wait=None, log=log, folder=False):
+        stored = _stored(path, key, lambda line: None)  # computed meanwhile by the process we waited for
+        if stored is not None:
+            return stored[0]
+        value = compute()
+        atomic_write_json(path, {"key": key, "settings": settings, "value": value})
+    # what a later call reads back (JSON: sorted keys, non-finite floats as 'nan'/'inf'), so a value
+    # computed here, in a pool worker or in a cluster job is the same
+    return json.loads(json.dumps(_jsonable(value), sort_keys=True, allow_nan=False))
+
+
+def _stored(path: Path, key: str, log: Callable[[str], None]) -> tuple[Any] | None:
+    if not path.exists():
+        return None
+    try:
+        stored = read_json(path, remedy="recomputing it")
+    except RunFileError as exc:
+        log(f"[cache] {exc}")
+        return None
+    if isinstance(stored, dict) and stored.get("key") == key and "value" in stored:
+        return (stored["value"],)
+    return None
 
 
 def tau_sort_key(tau_m: float) -> float:
@@ -179,6 +224,55 @@ def clean_table(configs: Iterable[RunConfig], results_dir: str | os.PathLike[str
             value[key] = [float(v) for v in value[key]]  # NaN is stored as the string 'nan'
         rows.append({**value, "analysis_seed": value["seed"], **_keys(config)})  # the run's seed, not the encoding's
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# the per-run analyses as tasks for leaklib.executors (cluster jobs, or local workers)
+
+def _tables() -> dict[str, Callable[..., pd.DataFrame]]:
+    return {"robustness": robustness_table, "clean": clean_table}
+
+
+#: The per-run analyses behind chapters 03-07, by cache name.
+ANALYSES: tuple[str, ...] = ("robustness", "clean")
+
+
+def analysis_task(config: RunConfig, results_dir: str | os.PathLike[str], device: str,
+                  analyses: tuple[str, ...] = ANALYSES, data_root: str | None = None) -> dict[str, str]:
+    """Compute (or find) the cached analyses of one finished run; returns {name: cache file}.
+
+    Each analysis is its table function on this one run, so the cache it writes is the one the
+    chapters read: submitting this per run (:func:`prepare_analyses`) is what the book reuses.
+    """
+    tables = _tables()
+    unknown = [a for a in analyses if a not in tables]
+    if unknown:
+        raise ValueError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(tables)}")
+    for name in analyses:
+        tables[name]([config], results_dir, device=device, data_root=data_root, progress=False)
+    return {name: str(analysis_path(config, results_dir, name)) for name in analyses}
+
+
+analysis_task.task_name = "analyses"  # type: ignore[attr-defined]
+
+
+def prepare_analyses(configs: Iterable[RunConfig], analyses: Iterable[str] = ANALYSES, executor: str = "inline",
+                     jobs: int | None = None, results_dir: str | os.PathLike[str] = "results", device: str = "auto",
+                     data_root: str | os.PathLike[str] | None = None, log: Callable[[str], None] = print,
+                     wait: bool = True, **options: Any) -> list:
+    """Compute the per-run analyses of finished runs through an executor (:func:`leaklib.executors.map_runs`).
+
+    Afterwards :func:`robustness_table` and :func:`clean_table` (and the chapters) read the caches.
+    Returns the executor's Outcomes (status ``done``, ``failed``, ``held`` or ``submitted``).
+    """
+    from .executors import map_runs
+
+    names = tuple(analyses)
+    return map_runs(analysis_task, list(configs), executor=executor, jobs=jobs, results_dir=results_dir,
+                    device=device, task_kwargs={"analyses": names,
+                                                "data_root": None if data_root is None else str(data_root)},
+                    describe=lambda o: "cached " + ", ".join(names), log=log, wait=wait, what="analysis",
+                    **options)
 
 
 # ----------------------------------------------------------------------------------------------

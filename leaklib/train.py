@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ from .encoding import normalize_images, poisson_spikes
 from .gpu import configure_determinism
 from .models import SNN
 from .profiles import Profile, format_tau, get_profile
-from .runs import (atomic_torch_save, atomic_write_json, atomic_write_text, config_hash, environment_info,
-                   jsonl_text, read_json, read_jsonl, run_dir)
+from .locks import Lock
+from .runs import (RunFileError, atomic_torch_save, atomic_write_json, atomic_write_text, checked_history,
+                   checkpoint_intact, config_hash, environment_info, jsonl_text, load_checkpoint, read_json, run_dir)
 
 __all__ = [
     "RunConfig",
@@ -106,14 +108,30 @@ def build_model(config: RunConfig) -> SNN:
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is an error."""
-    if device == "auto":
+    """'auto' -> cuda if available else cpu; a device that cannot be used here is a ValueError.
+
+    ``cuda[:N]`` must name a GPU that torch sees and can allocate on, so that a bad device is
+    reported before any run folder is touched.
+    """
+    text = str(device).strip()
+    if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch sees no GPU; use --device cpu or auto")
-    if device not in ("cpu",) and not device.startswith("cuda"):
+    if text == "cpu":
+        return torch.device("cpu")
+    if not re.fullmatch(r"cuda(:\d+)?", text):
         raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
-    return torch.device(device)
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {text!r} requested but torch sees no GPU; use --device cpu or auto")
+    dev = torch.device(text)
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f"device {text!r} requested but torch sees {count} GPU(s) (cuda:0..cuda:{count - 1})")
+    try:
+        torch.zeros(1, device=dev)
+    except Exception as exc:  # driver mismatch, busy/prohibited GPU, out of memory, ...
+        first = " ".join(str(exc).split())[:160]
+        raise ValueError(f"device {text!r} is not usable ({first}); use --device cpu") from None
+    return dev
 
 
 def sse_loss(prediction: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -147,14 +165,34 @@ def evaluate_clean(model: SNN, data: ImageDataset, num_steps: int, batch_size: i
     return {"accuracy": correct / len(data), "sse": sse / len(data)}
 
 
+#: The run being trained in this process (for the test hook below).
+_CURRENT_RUN: dict[str, str] = {}
+
+
 def _crash_hook(epoch: int, batch: int | None) -> None:
-    """Test hook: LEAKLIB_KILL_AT='E' or 'E:B' sends SIGKILL to this process there (simulates kill -9)."""
+    """Test hook: LEAKLIB_KILL_AT='E' or 'E:B' sends a signal to this process there.
+
+    The signal is SIGKILL (simulates kill -9) unless LEAKLIB_KILL_SIGNAL names another (e.g. USR2,
+    the preemption signal of Slurm and submitit). LEAKLIB_KILL_RUN restricts it to the run with that
+    label ('digits tau_m=30 seed=1'); LEAKLIB_KILL_ONCE=<file> fires only if the file does not exist
+    yet, and creates it (so a requeued or resumed run is not interrupted again).
+    """
     spec = os.environ.get("LEAKLIB_KILL_AT")
     if not spec:
         return
     kill_epoch, _, kill_batch = spec.partition(":")
-    if int(kill_epoch) == epoch and (int(kill_batch) if kill_batch else None) == batch:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if int(kill_epoch) != epoch or (int(kill_batch) if kill_batch else None) != batch:
+        return
+    run = os.environ.get("LEAKLIB_KILL_RUN")
+    if run and run != _CURRENT_RUN.get("label"):
+        return
+    once = os.environ.get("LEAKLIB_KILL_ONCE")
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get("LEAKLIB_KILL_SIGNAL", "KILL").upper()))
 
 
 def _fail(config: RunConfig, epoch: int, reason: str) -> dict:
@@ -163,29 +201,125 @@ def _fail(config: RunConfig, epoch: int, reason: str) -> dict:
 
 def train_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results", device: str = "auto",
               data_root: str | os.PathLike[str] | None = None, download: bool = False,
-              progress: bool = True, log: Callable[[str], None] = print, tag: str = "") -> dict:
+              progress: bool = True, log: Callable[[str], None] = print, tag: str = "",
+              lock_wait: float | None = 0.0) -> dict:
     """Train (or resume, or reuse) one run; return its metrics (also in ``metrics.json``).
 
     Divergence is data, not an error: a run whose loss stops being finite, or in which no spike
     reaches a hidden layer for a whole epoch (the paper's failure mode at small tau_m, Sec. 4.2),
     ends there with ``status: "diverged"``, the epoch and the reason in its metrics; its history
     holds the epochs before. ``tag`` (e.g. ``"run 3/9"``) prefixes the progress lines.
+
+    One process at a time trains a run: the run folder is locked (:class:`leaklib.locks.Lock`);
+    when another live process holds it this raises :class:`leaklib.locks.LockHeld` naming it
+    (``lock_wait``: seconds to wait for it first, None = as long as it takes). Damaged files raise
+    :class:`leaklib.runs.RunFileError` (one line: the file and what to do). Nothing is written
+    before the device is validated and the data are loaded.
     """
     dev = resolve_device(device)
-    determinism = configure_determinism(dev)
     folder = config.folder(results_dir)
     digest = config.hash()
     label = f"{tag + ' ' if tag else ''}{config.label()}"
-    if (folder / "metrics.json").exists():
-        metrics = read_json(folder / "metrics.json")
-        if metrics.get("config_hash") == digest:
-            log(f"[reuse] {label}: {metrics.get('status', 'finished')} run in {folder}")
-            return metrics
-    profile = config.profile
+    reused = _reusable(config, folder, digest, label, log)
+    if reused is not None:
+        return reused
     train_data = _load_split(config, "train", data_root, download)
     test_data = _load_split(config, "test", data_root, download)
+    with Lock(folder, "trained", wait=lock_wait, log=log, folder=True):
+        reused = _reusable(config, folder, digest, label, log)  # finished by the holder we waited for
+        if reused is not None:
+            return reused
+        _CURRENT_RUN["label"] = config.label()
+        try:
+            return _train(config, folder, dev, digest, label, train_data, test_data, progress, log)
+        finally:
+            _CURRENT_RUN.pop("label", None)
+
+
+def _reusable(config: RunConfig, folder: Path, digest: str, label: str, log: Callable[[str], None]) -> dict | None:
+    """The metrics of a finished run with this config hash whose files are intact, else None (train it)."""
+    path = folder / "metrics.json"
+    if not path.exists():
+        return None
+    metrics = read_json(path, f"delete it to rebuild it from {folder.name}'s checkpoint and history (`leaklib "
+                              f"train` does that), or restore it")
+    if not isinstance(metrics, dict) or metrics.get("config_hash") != digest:
+        raise RunFileError(f"{path} belongs to other settings (config hash "
+                           f"{metrics.get('config_hash') if isinstance(metrics, dict) else '?'}, expected {digest}); "
+                           f"move {folder} away to train this run")
+    epochs = int(metrics.get("epochs", 0))
+    checked_history(folder / "history.jsonl", epochs, f"restore it, or delete {folder} to retrain this run")
+    checkpoint = folder / "checkpoint.pt"
+    if epochs > 0 and not checkpoint_intact(checkpoint):
+        what = "missing" if not checkpoint.exists() else "unreadable (truncated?)"
+        raise RunFileError(f"{checkpoint} of this finished run is {what}; restore it, or delete {folder} "
+                           f"to retrain this run")
+    log(f"[reuse] {label}: {metrics.get('status', 'finished')} run in {folder}")
+    return metrics
+
+
+def _resume(config: RunConfig, folder: Path, digest: str, dev: torch.device, model: SNN,
+            optimizer: torch.optim.Optimizer, scheduler: object, generator: torch.Generator,
+            label: str, log: Callable[[str], None]) -> tuple[int, float, list[dict], list[dict]]:
+    """Load and check ``checkpoint.pt``: (start epoch, seconds so far, history, RNG re-seeds).
+
+    The checkpoint must be this config's, at an epoch within the run, and history.jsonl must hold
+    that many epochs; otherwise one line names the file and what to do. A generator state from
+    another device type (a CUDA checkpoint resumed on the CPU, or back) cannot be restored: the
+    stream is re-seeded from (seed, epoch), said in one line and recorded in config.json.
+    """
+    path = folder / "checkpoint.pt"
+    epochs = config.profile.epochs
+    if not path.exists():
+        return 0, 0.0, [], []
+    remedy = "delete it to retrain this run from scratch, or restore it"
+    state = load_checkpoint(path, map_location=dev, remedy=remedy)
+    if state.get("config_hash") != digest:
+        raise RunFileError(f"{path} belongs to other settings (config hash {state.get('config_hash')}, expected "
+                           f"{digest}); {remedy}")
+    epoch = state["epoch"]
+    if not isinstance(epoch, int) or not 1 <= epoch <= epochs:
+        raise RunFileError(f"{path} is at epoch {epoch!r} but this run has {epochs} epoch(s); {remedy}")
+    history = checked_history(folder / "history.jsonl", epoch,
+                              f"restore it, or delete {path.name} to retrain this run from scratch")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])  # type: ignore[attr-defined]
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise RunFileError(f"{path} does not fit this run's network ({' '.join(str(exc).split())[:100]}); "
+                           f"{remedy}") from None
+    reseeds = []
+    try:
+        previous = read_json(folder / "config.json").get("rng_reseeded", [])
+    except (OSError, ValueError, AttributeError):
+        previous = []
+    try:
+        generator.set_state(state["generator"].cpu())
+    except (KeyError, RuntimeError, AttributeError):
+        wrote = _recorded_device(folder)
+        seed = 1_000_003 * (config.seed + 1) + epoch
+        generator.manual_seed(seed)
+        reseeds = [{"epoch": epoch, "checkpoint_device": wrote, "device": dev.type}]
+        log(f"[resume] {label}: {path.name}'s random-generator state is from another device ({wrote}), "
+            f"this process trains on {dev.type}: the stream restarts from seed {seed} at epoch {epoch} "
+            f"(the run will not match an uninterrupted one bit for bit; recorded in config.json)")
+    log(f"[resume] {label}: from epoch {epoch} of {epochs}")
+    return epoch, float(state.get("seconds", 0.0)), history, list(previous) + reseeds
+
+
+def _recorded_device(folder: Path) -> str:
+    try:
+        return str(read_json(folder / "config.json").get("device", "another device"))
+    except (OSError, ValueError, AttributeError):
+        return "another device"
+
+
+def _train(config: RunConfig, folder: Path, dev: torch.device, digest: str, label: str, train_data: ImageDataset,
+           test_data: ImageDataset, progress: bool, log: Callable[[str], None]) -> dict:
+    """The training of a locked run folder (see :func:`train_run`)."""
+    profile = config.profile
     train_eval = _train_eval_split(train_data, profile.train_eval_subset)
-    folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder.parents[2] / "settings.json", {"profile": profile.name, "variant": config.variant(),
                                                            **{k: v for k, v in config.settings().items()
                                                               if k not in ("spec", "augment")},
@@ -197,23 +331,14 @@ def train_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results"
                                 weight_decay=profile.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, profile.milestone_epochs(), profile.lr_gamma)
     generator = torch.Generator(device=dev).manual_seed(config.seed)
-    start_epoch, seconds_before = 0, 0.0
-    history = read_jsonl(folder / "history.jsonl")
     checkpoint_path = folder / "checkpoint.pt"
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=dev, weights_only=False)
-        if state.get("config_hash") == digest:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            generator.set_state(state["generator"].cpu())
-            start_epoch, seconds_before = state["epoch"], state.get("seconds", 0.0)
-            log(f"[resume] {label}: from epoch {start_epoch} of {profile.epochs}")
-    history = history[:start_epoch]
+    start_epoch, seconds_before, history, reseeds = _resume(config, folder, digest, dev, model, optimizer, scheduler,
+                                                            generator, label, log)
     config_record = {**config.to_dict(), "config_hash": digest, "variant": config.variant(),
                      "environment": environment_info(), "device": str(dev), "threads": torch.get_num_threads(),
-                     "determinism": determinism,
-                     "train_size": len(train_data), "test_size": len(test_data), "train_eval_size": len(train_eval)}
+                     "determinism": configure_determinism(dev),
+                     "train_size": len(train_data), "test_size": len(test_data), "train_eval_size": len(train_eval),
+                     **({"rng_reseeded": reseeds} if reseeds else {})}
     atomic_write_json(folder / "config.json", config_record)
 
     t_start = time.perf_counter()
@@ -341,27 +466,54 @@ def train_sweep(profile: Profile | str, datasets: Sequence[str] | None = None, t
 def load_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results") -> dict:
     """config.json, history and metrics of a finished run (FileNotFoundError if it has not finished).
 
-    The run's recorded config hash must be this config's (ValueError otherwise).
+    Every file read must carry this config's hash, and the history must hold the epochs the
+    metrics count; otherwise :class:`leaklib.runs.RunFileError` (a ValueError) names the file and
+    what to do.
     """
     folder = config.folder(results_dir)
+    digest = config.hash()
     if not (folder / "metrics.json").exists():
         raise FileNotFoundError(f"run {folder} has not finished; train it with `leaklib train --profile "
                                 f"{config.profile.name} --dataset {config.dataset} --tau {format_tau(config.tau_m)} "
                                 f"--seeds {config.seed}`")
-    metrics = read_json(folder / "metrics.json")
-    if metrics.get("config_hash") != config.hash():
-        raise ValueError(f"{folder / 'metrics.json'} belongs to other settings (config hash "
-                         f"{metrics.get('config_hash')}, expected {config.hash()}); retrain it")
-    return {"folder": folder, "config": read_json(folder / "config.json"),
-            "history": read_jsonl(folder / "history.jsonl"), "metrics": metrics}
+    retrain = f"delete {folder} to retrain this run, or restore it"
+    metrics = read_json(folder / "metrics.json", "delete it to rebuild it with `leaklib train` (same settings), "
+                                                 "or restore it")
+    if not isinstance(metrics, dict) or metrics.get("config_hash") != digest:
+        found = metrics.get("config_hash") if isinstance(metrics, dict) else None
+        raise RunFileError(f"{folder / 'metrics.json'} belongs to other settings (config hash {found}, expected "
+                           f"{digest}); retrain it")
+    record = read_json(folder / "config.json", retrain)
+    if not isinstance(record, dict) or record.get("config_hash") != digest:
+        found = record.get("config_hash") if isinstance(record, dict) else None
+        raise RunFileError(f"{folder / 'config.json'} belongs to other settings (config hash {found}, expected "
+                           f"{digest}); {retrain}")
+    history = checked_history(folder / "history.jsonl", int(metrics.get("epochs", 0)), retrain)
+    return {"folder": folder, "config": record, "history": history, "metrics": metrics}
 
 
 def load_model(config: RunConfig, results_dir: str | os.PathLike[str] = "results",
                device: str | torch.device = "cpu") -> SNN:
-    """The trained network of a finished run (its last checkpoint), in eval mode."""
+    """The trained network of a finished run (its last checkpoint), in eval mode.
+
+    The checkpoint must be readable, carry this config's hash and be at the epoch the metrics
+    report; otherwise one line (:class:`leaklib.runs.RunFileError`) says which file and what to do.
+    """
     run = load_run(config, results_dir)
     dev = resolve_device(device) if isinstance(device, str) else device
+    folder = Path(run["folder"])
+    path = folder / "checkpoint.pt"
+    epochs = int(run["metrics"].get("epochs", 0))
+    if not path.exists():
+        if epochs == 0:
+            raise FileNotFoundError(f"run {folder} {run['metrics'].get('status', 'ended')} before its first epoch "
+                                    f"ended: it has no trained network")
+        raise RunFileError(f"{path} is missing; restore it, or delete {folder} to retrain this run")
+    state = load_checkpoint(path, map_location=dev, remedy=f"restore it, or delete {folder} to retrain this run")
+    if state.get("config_hash") != config.hash() or state.get("epoch") != epochs:
+        raise RunFileError(f"{path} does not match {folder / 'metrics.json'} (config hash {state.get('config_hash')}, "
+                           f"epoch {state.get('epoch')}; expected {config.hash()}, epoch {epochs}); restore it, or "
+                           f"delete {folder} to retrain this run")
     model = build_model(config)
-    state = torch.load(Path(run["folder"]) / "checkpoint.pt", map_location=dev, weights_only=False)
     model.load_state_dict(state["model"])
     return model.to(dev).eval()

@@ -63,7 +63,7 @@ def test_kill_9_then_same_command_resumes_to_identical_metrics(tmp_path, uninter
 def test_finished_run_is_reused_not_retrained(uninterrupted):
     before = {p.name: p.stat().st_mtime_ns for p in uninterrupted.iterdir()}
     done = _train_cli(str(uninterrupted.parents[4]))
-    assert done.returncode == 0 and "[reuse]" in done.stdout
+    assert done.returncode == 0 and "[run 1/1 reused]" in done.stdout
     assert before == {p.name: p.stat().st_mtime_ns for p in uninterrupted.iterdir()}
 
 
