@@ -34,6 +34,7 @@ __all__ = [
     "clean_table",
     "Sweep",
     "open_sweep",
+    "default_jobs",
     "ANALYSES",
     "analysis_task",
     "prepare_analyses",
@@ -295,6 +296,7 @@ class Sweep:
     configs: list[RunConfig]
     history: pd.DataFrame
     runs: pd.DataFrame
+    jobs: int = 1
     _tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     @property
@@ -344,9 +346,33 @@ class Sweep:
         return self.configs[0].folder(self.results_dir).parents[2]
 
 
+def default_jobs(device: str = "auto") -> int:
+    """Runs trained at once on this machine: one per GPU on CUDA, else one per CPU core (each with one thread).
+
+    On the CPU two processes of one thread each were faster than one process of two threads
+    whenever anything else ran (benchmarks/README.md); ``LEAKLIB_JOBS`` overrides the choice.
+    """
+    from .executors import cpu_count
+    from .train import resolve_device
+
+    if os.environ.get("LEAKLIB_JOBS"):
+        return max(1, int(os.environ["LEAKLIB_JOBS"]))
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        import torch
+
+        return 1 if dev.index is not None else max(1, torch.cuda.device_count())
+    return max(1, cpu_count())
+
+
 def open_sweep(profile: Profile | str, overrides: Any = None, results_dir: str | os.PathLike[str] = "results",
-               device: str = "auto", train: bool = True, progress: bool = False, **kwargs: Any) -> Sweep:
-    """The profile's sweep (``overrides``: ``--set``-style strings or a mapping), trained or reused; see :class:`Sweep`."""
+               device: str = "auto", train: bool = True, progress: bool = False, jobs: int | None = None,
+               **kwargs: Any) -> Sweep:
+    """The profile's sweep (``overrides``: ``--set``-style strings or a mapping), trained or reused; see :class:`Sweep`.
+
+    Missing runs are trained ``jobs`` at a time (default :func:`default_jobs`) in local worker
+    processes; ``jobs=1`` trains them one after another in this process.
+    """
     from dataclasses import replace
 
     from .profiles import parse_overrides
@@ -354,6 +380,11 @@ def open_sweep(profile: Profile | str, overrides: Any = None, results_dir: str |
     prof = _profile(profile)
     if overrides:
         prof = replace(prof, **parse_overrides(overrides))
-    configs = ensure_sweep(prof, results_dir, device, progress, **kwargs) if train else sweep_configs(prof)
+    if train:
+        jobs = default_jobs(device) if jobs is None else jobs
+        executor = "local" if jobs > 1 else "inline"
+        configs = ensure_sweep(prof, results_dir, device, progress, executor=executor, jobs=jobs, **kwargs)
+    else:
+        configs = sweep_configs(prof)
     return Sweep(prof, Path(results_dir), device, configs, history_table(configs, results_dir),
-                 metrics_table(configs, results_dir))
+                 metrics_table(configs, results_dir), jobs=jobs or 1)
