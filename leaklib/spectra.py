@@ -31,7 +31,7 @@ from .models import Record
 
 __all__ = ["spike_train_spectrum", "spectrum_moments", "spectrum_frame", "critical_frequency",
            "target_neuron_critical_frequency", "input_spectra", "critical_frequency_frame",
-           "READINGS", "flatten_spike_input", "flattened_spectrum", "radial_spectrum", "spatial_spectrum",
+           "READINGS", "UPPER_BAND", "flatten_spike_input", "flattened_spectrum", "radial_spectrum", "spatial_spectrum",
            "population_spectrum", "spectrum_values", "reading_summaries", "SpectrumReadings",
            "input_spectrum_readings", "same_mean_wider_band", "fig4_verdicts"]
 
@@ -194,6 +194,9 @@ READINGS: dict[str, str] = {
               "the flattened sequence (DC and Nyquist left out), as a distribution of values, not of frequency",
 }
 
+#: "Higher frequency bands": the per-image summary ``upper`` is the share of power above this frequency.
+UPPER_BAND = 0.5
+
 #: Readings whose per-image summary is a power-weighted frequency (the others: ``values``).
 FREQUENCY_READINGS: tuple[str, ...] = ("pixel", "flattened", "spatial", "population")
 
@@ -300,9 +303,11 @@ def reading_summaries(spikes: torch.Tensor, readings: Sequence[str] = tuple(READ
     """Per reading, each image's spectrum and summary: ``{reading: {"mean", "spread", "total" [B], "freqs" [F], "power" [B, F]}}``.
 
     Frequency readings: ``mean`` and ``spread`` are the power-weighted mean frequency and its standard
-    deviation (:func:`spectrum_moments`), ``total`` the summed power (the signal's variance). Reading
-    ``values``: the mean and standard deviation (ddof=0) of :func:`spectrum_values`, ``total`` their
-    mean square, ``values`` the values themselves; no ``freqs``/``power``. ``spikes`` is ``[T, B, C, H, W]``.
+    deviation (:func:`spectrum_moments`), ``total`` the summed power (the signal's variance), ``upper``
+    the fraction of it above normalised frequency :data:`UPPER_BAND` (0.5; radial for ``spatial``).
+    Reading ``values``: the mean and standard deviation (ddof=0) of :func:`spectrum_values`, ``total``
+    their mean square, ``upper`` NaN, ``values`` the values themselves; no ``freqs``/``power``.
+    ``spikes`` is ``[T, B, C, H, W]``.
     """
     unknown = [r for r in readings if r not in READINGS]
     if unknown:
@@ -316,12 +321,16 @@ def reading_summaries(spikes: torch.Tensor, readings: Sequence[str] = tuple(READ
             values = spectrum_values(spikes)
             mean = values.mean(1)
             out[reading] = {"mean": mean, "spread": (values - mean[:, None]).square().mean(1).sqrt(),
-                            "total": values.square().mean(1), "values": values}
+                            "total": values.square().mean(1), "upper": torch.full_like(mean, math.nan),
+                            "values": values}
             continue
         freqs, power = spectra[reading](spikes)
         power = power.double()
         mean, spread = spectrum_moments(freqs, power)
-        out[reading] = {"mean": mean, "spread": spread, "total": power.sum(1), "freqs": freqs, "power": power}
+        total = power.sum(1)
+        upper = torch.where(total > 0, power[:, freqs.to(power.device) > UPPER_BAND].sum(1) / total.clamp_min(1e-300),
+                            torch.full_like(total, math.nan))
+        out[reading] = {"mean": mean, "spread": spread, "total": total, "upper": upper, "freqs": freqs, "power": power}
     return out
 
 
@@ -329,7 +338,7 @@ def reading_summaries(spikes: torch.Tensor, readings: Sequence[str] = tuple(READ
 class SpectrumReadings:
     """Fig. 4's data under every reading: per-image summaries and the distributions the figure draws.
 
-    ``summary``: reading, condition, image, mean, spread, total. ``distributions``: reading,
+    ``summary``: reading, condition, image, mean, spread, total, upper (:func:`reading_summaries`). ``distributions``: reading,
     condition, low, high, mass -- for a frequency reading the mean over images of each image's
     spectrum scaled to unit sum, gathered in bins [low, high) of normalised frequency; for
     ``values`` the fraction of all values in each bin (``outside``: per condition, the fraction beyond the bins).
@@ -389,7 +398,7 @@ def input_spectrum_readings(images: torch.Tensor, *, num_steps: int, conditions:
                 n = len(result["mean"])
                 rows.append(pd.DataFrame({"reading": reading, "condition": name, "image": np.arange(start, start + n),
                                           **{k: result[k].detach().cpu().double().numpy()
-                                             for k in ("mean", "spread", "total")}}))
+                                             for k in ("mean", "spread", "total", "upper")}}))
                 if reading == "values":
                     v = result["values"].detach().cpu().numpy()
                     hist, _ = np.histogram(v, value_edges)

@@ -83,6 +83,7 @@ def test_a_sinusoid_along_the_flattened_order_is_one_bin_at_its_frequency():
     torch.testing.assert_close(power[0], expected, atol=1e-12, rtol=0)
     summary = reading_summaries(_as_input(sequence, num_steps, height, width), ["flattened"])["flattened"]
     assert summary["mean"].item() == pytest.approx(2 * k0 / n) and summary["spread"].item() == pytest.approx(0.0, abs=1e-6)
+    assert summary["upper"].item() == pytest.approx(0.0, abs=1e-12)  # 0.35 lies below the upper band (> 0.5)
 
 
 def test_white_noise_is_flat_and_powers_sum_to_the_variance():
@@ -99,6 +100,9 @@ def test_white_noise_is_flat_and_powers_sum_to_the_variance():
     assert (inner / expected - 1).abs().max().item() < 0.25  # 400 images: each bin within 25 %
     assert mean_power[-1].item() == pytest.approx(expected / 2, rel=0.25)
     assert mean_power[0].item() == pytest.approx(0.0, abs=1e-20)
+    # above 0.5: bins k = 33..63 twice, Nyquist once, of 63 twice + 1 -> 63/127 of the power
+    upper = reading_summaries(spikes.float(), ["flattened"])["flattened"]["upper"]
+    assert upper.mean().item() == pytest.approx(63 / 127, abs=0.01)
 
 
 def test_population_signal_is_the_spike_count_per_step():
