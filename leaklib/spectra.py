@@ -230,7 +230,7 @@ def flattened_spectrum(spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 def radial_spectrum(power: torch.Tensor, reduce: str = "sum") -> tuple[torch.Tensor, torch.Tensor]:
-    """Rings of a 2-D spectrum ``power`` ``[..., H, W]`` (``torch.fft.fft2`` layout, not shifted): ``(radii [R], [..., R])``.
+    """Rings of a 2-D spectrum ``power [..., H, W]`` (``fft2`` layout, not shifted): ``(radii [R], [..., R])``.
 
     Frequencies are normalised per axis (1 = Nyquist); a bin at (f_y, f_x) belongs to the ring
     ``round(sqrt(f_y^2 + f_x^2) / d)`` with d = 2 / max(H, W), the finer axis' grid step; ``radii`` are
@@ -281,7 +281,7 @@ def population_spectrum(spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 def spectrum_values(spikes: torch.Tensor) -> torch.Tensor:
-    """Reading ``values``: ``[B, M]`` real and imaginary parts of ``X_k / sqrt(N)``, 0 < k < N/2, of the flattened sequence.
+    """Reading ``values``: ``[B, M]`` real and imaginary parts of ``X_k / sqrt(N)``, 0 < k < N/2 (flattened input).
 
     ``X`` is the DFT of :func:`flatten_spike_input` (length N, mean removed); for white noise of
     variance v every value has mean 0 and variance v/2 (for odd N their squares sum to N v / 2).
@@ -300,13 +300,14 @@ def _unit_mass(power: torch.Tensor) -> torch.Tensor:
 
 
 def reading_summaries(spikes: torch.Tensor, readings: Sequence[str] = tuple(READINGS)) -> dict[str, dict[str, Any]]:
-    """Per reading, each image's spectrum and summary: ``{reading: {"mean", "spread", "total" [B], "freqs" [F], "power" [B, F]}}``.
+    """Per reading, each image's summary and spectrum: ``{reading: {"mean", "spread", "total", "upper" [B], ...}}``.
 
-    Frequency readings: ``mean`` and ``spread`` are the power-weighted mean frequency and its standard
-    deviation (:func:`spectrum_moments`), ``total`` the summed power (the signal's variance), ``upper``
-    the fraction of it above normalised frequency :data:`UPPER_BAND` (0.5; radial for ``spatial``).
+    Frequency readings: ``"freqs" [F]`` and ``"power" [B, F]`` too; ``mean`` and ``spread`` are the
+    power-weighted mean frequency and its standard deviation (:func:`spectrum_moments`), ``total``
+    the summed power (the signal's variance), ``upper`` the fraction of it above normalised
+    frequency :data:`UPPER_BAND` (0.5; radial for ``spatial``).
     Reading ``values``: the mean and standard deviation (ddof=0) of :func:`spectrum_values`, ``total``
-    their mean square, ``upper`` NaN, ``values`` the values themselves; no ``freqs``/``power``.
+    their mean square, ``upper`` NaN, and ``"values" [B, M]`` themselves.
     ``spikes`` is ``[T, B, C, H, W]``.
     """
     unknown = [r for r in readings if r not in READINGS]
@@ -338,10 +339,11 @@ def reading_summaries(spikes: torch.Tensor, readings: Sequence[str] = tuple(READ
 class SpectrumReadings:
     """Fig. 4's data under every reading: per-image summaries and the distributions the figure draws.
 
-    ``summary``: reading, condition, image, mean, spread, total, upper (:func:`reading_summaries`). ``distributions``: reading,
-    condition, low, high, mass -- for a frequency reading the mean over images of each image's
-    spectrum scaled to unit sum, gathered in bins [low, high) of normalised frequency; for
-    ``values`` the fraction of all values in each bin (``outside``: per condition, the fraction beyond the bins).
+    ``summary``: reading, condition, image, mean, spread, total, upper (:func:`reading_summaries`).
+    ``distributions``: reading, condition, low, high, mass -- for a frequency reading the mean over
+    images of each image's spectrum scaled to unit sum, gathered in bins [low, high) of normalised
+    frequency; for ``values`` the fraction of all values in each bin (``outside``: per condition, the
+    fraction beyond the bins).
     """
 
     summary: pd.DataFrame
@@ -355,10 +357,11 @@ def _condition_spikes(x: torch.Tensor, condition: tuple, generator: torch.Genera
 
 
 def _bin_edges(reading: str, freqs: torch.Tensor, bins: int) -> np.ndarray:
-    """Histogram edges of a reading's spectrum: its own grid when it has at most ``bins`` bins above DC, else ``bins`` equal bins."""
+    """Histogram edges of a reading's spectrum: its own grid if at most ``bins`` bins lie above DC, else equal bins."""
     f = freqs.detach().cpu().double().numpy()
     step = float(np.min(np.diff(f)))
-    top = float(f[-1]) + step / 2 if reading == "spatial" else 1.0  # 1 = Nyquist: the last bin of an even T is half as wide
+    # 1 = Nyquist: the last bin of an even length is half as wide; rings end half a step beyond the last
+    top = float(f[-1]) + step / 2 if reading == "spatial" else 1.0
     if len(f) - 1 <= bins:
         return np.concatenate([[f[1] - step / 2], (f[1:-1] + f[2:]) / 2, [min(f[-1] + step / 2, top)]])
     return np.linspace(f[1] - step / 2, top, bins + 1)

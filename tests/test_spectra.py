@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -63,7 +64,7 @@ def test_flatten_is_step_major_with_pixels_in_raster_order():
 
 def test_constant_input_has_no_power_and_no_moments():
     spikes = torch.full((6, 2, 1, 3, 3), 0.5)
-    freqs, power = flattened_spectrum(spikes)
+    _, power = flattened_spectrum(spikes)
     assert power.shape == (2, 6 * 9 // 2 + 1) and power.abs().max().item() == 0.0
     summary = reading_summaries(spikes, ["flattened", "population"])
     for reading in ("flattened", "population"):
@@ -89,7 +90,7 @@ def test_a_sinusoid_along_the_flattened_order_is_one_bin_at_its_frequency():
 def test_white_noise_is_flat_and_powers_sum_to_the_variance():
     gen = torch.Generator().manual_seed(0)
     spikes = torch.randn(8, 400, 1, 4, 4, generator=gen, dtype=torch.float64)  # N = 128 per image
-    freqs, power = flattened_spectrum(spikes)
+    _, power = flattened_spectrum(spikes)
     variance = flatten_spike_input(spikes).var(0, unbiased=False)
     torch.testing.assert_close(power.sum(1), variance)  # Parseval, per image
     mean_power = power.mean(0)
@@ -156,7 +157,7 @@ def test_spatial_spectrum_averages_steps_and_keeps_parseval():
     spikes = torch.zeros(2, 1, 1, height, width, dtype=torch.float64)
     spikes[0, 0, 0] = grating + 3.0  # the spatial mean is removed
     spikes[1, 0, 0] = 2 * grating.T  # horizontal, amplitude 2: variance 2 at the same radius
-    radii, power = spatial_spectrum(spikes)
+    _, power = spatial_spectrum(spikes)
     assert power.shape == (1, 7)
     assert power[0, 2].item() == pytest.approx((0.5 + 2.0) / 2)  # mean over the two steps
     assert power[0].sum().item() == pytest.approx(1.25)
@@ -295,7 +296,7 @@ def test_fig4_readings_rows_histograms_and_fitted_curves():
     summary = pd.DataFrame(rows)
     edges = np.linspace(0, 1, 11)
     dist = pd.DataFrame([{"reading": r, "condition": c, "low": lo, "high": hi, "mass": 0.1}
-                         for r in ("pixel", "values") for c in ("clean", "noisy") for lo, hi in zip(edges, edges[1:])])
+                         for r in ("pixel", "values") for c in ("clean", "noisy") for lo, hi in itertools.pairwise(edges)])
     fig = fig4_readings(summary, dist)
     assert len(fig.axes) == 2 * 3
     first = fig.axes[0]
