@@ -404,7 +404,7 @@ def input_spectrum_readings(images: torch.Tensor, *, num_steps: int, conditions:
                                              for k in ("mean", "spread", "total", "upper")}}))
                 if reading == "values":
                     v = result["values"].detach().cpu().numpy()
-                    hist, _ = np.histogram(v, value_edges)
+                    hist, _ = np.histogram(v, bins=len(value_edges) - 1, range=(-value_range, value_range))
                     sums[reading] = sums.get(reading, 0) + hist
                     counts[reading] = counts.get(reading, 0) + v.size
                     beyond += float(v.size - hist.sum())
