@@ -137,6 +137,101 @@ def fig4_spectrum(table: pd.DataFrame) -> Figure:
     return fig
 
 
+__all__ += ["fig4_readings"]
+
+_READING_TITLES = {"pixel": "each pixel's train over time", "flattened": "whole input, flattened (step-major)",
+                   "spatial": "spatial 2-D spectrum per step (rings)", "population": "spike count per step",
+                   "values": "values of the spectrum (Re, Im of the flattened DFT)"}
+_READING_UNITS = {"values": ("mean of the values", "spread (sd) of the values", "value (Re, Im of X_k / sqrt N)"),
+                  "spatial": ("mean radial frequency", "spread of radial frequency (sd)",
+                              "radial frequency (1 = Nyquist per axis)")}
+_CONDITION_COLOURS = ["0.25", "tab:orange", "tab:purple", "tab:brown", "tab:olive"]
+
+
+def _normal_curve(ax, values: np.ndarray, edges: np.ndarray, color, linestyle: str) -> None:
+    """A normal distribution fitted to ``values`` (mean, sd), scaled to the counts of a histogram on ``edges``."""
+    if len(values) < 2 or not np.std(values) > 0:
+        return
+    mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
+    grid = np.linspace(edges[0], edges[-1], 200)
+    width = float(np.mean(np.diff(edges)))
+    density = np.exp(-0.5 * ((grid - mean) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+    ax.plot(grid, density * len(values) * width, color=color, linestyle=linestyle, linewidth=1.2)
+
+
+def fig4_readings(summary: pd.DataFrame, distributions: pd.DataFrame | None = None) -> Figure:
+    """Fig. 4 under each reading of the text: one row per reading, clean against noisy conditions.
+
+    ``summary``: reading, condition, image, mean, spread (:attr:`leaklib.spectra.SpectrumReadings.summary`,
+    one dataset). Columns of panels: (optional) the distribution each condition's images share
+    (``distributions``: reading, condition, low, high, mass -- drawn as a density over its bins);
+    then histograms over images of the per-image mean and of the spread, each with a fitted normal
+    curve (the paper's "distribution curves") and its mean and sd in the legend.
+    """
+    _require(summary, ["reading", "condition", "image", "mean", "spread"], "fig4_readings")
+    if "dataset" in summary.columns and summary["dataset"].nunique() > 1:
+        raise ValueError("fig4_readings draws one dataset; pass one dataset's rows")
+    if distributions is not None:
+        _require(distributions, ["reading", "condition", "low", "high", "mass"], "fig4_readings")
+    readings = list(dict.fromkeys(summary["reading"]))
+    conditions = list(dict.fromkeys(summary["condition"]))
+    colours = dict(zip(conditions, _CONDITION_COLOURS * 3))
+    styles = dict(zip(conditions, ["-", "--", ":", "-."] * 3))
+    first = 0 if distributions is None else 1
+    columns = first + 2
+    fig, axes = plt.subplots(len(readings), columns, figsize=(3.6 * columns, 2.5 * len(readings) + 0.6),
+                             squeeze=False)
+    for i, reading in enumerate(readings):
+        part = summary[summary["reading"] == reading]
+        mean_label, spread_label, value_label = _READING_UNITS.get(
+            reading, ("mean frequency (1 = Nyquist)", "spread of frequency (sd)", "normalised frequency (1 = Nyquist)"))
+        if distributions is not None:
+            ax = axes[i, 0]
+            dist = distributions[distributions["reading"] == reading]
+            for condition in conditions:
+                rows = dist[dist["condition"] == condition]
+                if rows.empty:
+                    continue
+                edges = np.append(rows["low"].to_numpy(float), rows["high"].to_numpy(float)[-1])
+                density = rows["mass"].to_numpy(float) / (rows["high"].to_numpy(float) - rows["low"].to_numpy(float))
+                ax.stairs(density, edges, color=colours[condition], linestyle=styles[condition],
+                          fill=condition == conditions[0], alpha=0.35 if condition == conditions[0] else 1.0,
+                          label=condition)
+            ax.set_xlabel(value_label, fontsize=8)
+            ax.set_ylabel("density" if reading == "values" else "power density (unit area)", fontsize=8)
+            ax.set_title(f"({_PANEL[(i * columns) % len(_PANEL)]}) {_READING_TITLES.get(reading, reading)}",
+                         fontsize=9)
+            ax.legend(fontsize=6)
+        for j, (column, label) in enumerate((("mean", mean_label), ("spread", spread_label))):
+            ax = axes[i, first + j]
+            finite = part[column].to_numpy(float)
+            finite = finite[np.isfinite(finite)]
+            if finite.size == 0:
+                ax.set_visible(False)
+                continue
+            low, high = float(finite.min()), float(finite.max())
+            pad = (high - low) * 0.05 or max(abs(high) * 0.05, 1e-3)
+            edges = np.linspace(low - pad, high + pad, 31)
+            for condition in conditions:
+                values = part.loc[part["condition"] == condition, column].to_numpy(float)
+                values = values[np.isfinite(values)]
+                if values.size == 0:
+                    continue
+                sd = float(np.std(values, ddof=1)) if values.size > 1 else math.nan
+                ax.hist(values, bins=edges, color=colours[condition], alpha=0.35, histtype="stepfilled",
+                        label=f"{condition}: {values.mean():.3f} ± {sd:.3f}")
+                _normal_curve(ax, values, edges, colours[condition], styles[condition])
+            ax.set_xlabel(label, fontsize=8)
+            ax.set_ylabel("images", fontsize=8)
+            title = f"({_PANEL[(i * columns + first + j) % len(_PANEL)]}) per-image {column}"
+            if distributions is None and j == 0:
+                title += f": {_READING_TITLES.get(reading, reading)}"
+            ax.set_title(title, fontsize=9)
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
 def _smooth_density(centres: np.ndarray, mass: np.ndarray, low: float, high: float,
                     bandwidth: float) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian-kernel density of point masses at ``centres``, reflected at ``low`` and ``high`` (Fig. 4 curve)."""
