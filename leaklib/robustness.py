@@ -104,7 +104,8 @@ def evaluate(model: SNN, images: torch.Tensor, labels: torch.Tensor, *, num_step
             for severity in severities:
                 key = conditions[0] if severity == 0 else (scenario, noise, severity)
                 rows.append({"scenario": int(scenario), "noise": noise, "severity": severity,
-                             "level": table.level(scenario, noise, severity), "accuracy": accuracy[key], "n": len(labels)})
+                             "level": table.level(scenario, noise, severity), "accuracy": accuracy[key],
+                             "n": len(labels)})
     return pd.DataFrame(rows, columns=["scenario", "noise", "severity", "level", "accuracy", "n"])
 
 

@@ -182,7 +182,8 @@ def severity_table(profile: Profile | str, dataset: str, results_dir: str | os.P
 
     def compute() -> dict:
         if not finished:
-            return SeverityTable.apriori(f"all {len(if_runs)} IF runs diverged: no IF network to calibrate on").to_dict()
+            why = f"all {len(if_runs)} IF runs diverged: no IF network to calibrate on"
+            return SeverityTable.apriori(why).to_dict()
         test = robustness_images(finished[0], data_root)
         networks = [(c.tau_m, load_model(c, results_dir, device)) for c in finished]
         return calibrate_table(networks, test.images, test.labels, num_steps=prof.num_steps,

@@ -109,7 +109,8 @@ def test_bisect_level_reports_a_bound_that_is_not_reached_and_rejects_bad_settin
 
 def test_stub_accuracy_is_the_known_function_of_the_level():
     images, labels = _stub_data(4000)
-    for scenario, noise, level in [(1, "impulse", 0.3), (2, "impulse", 0.7), (2, "gaussian", 1.5), (1, "gaussian", 0.8)]:
+    cases = [(1, "impulse", 0.3), (2, "impulse", 0.7), (2, "gaussian", 1.5), (1, "gaussian", 0.8)]
+    for scenario, noise, level in cases:
         [acc] = mean_accuracy([_Stub()], images, labels, scenario, noise, level, num_steps=2, batch_size=1000,
                               seed=1, device="cpu")
         exact = _exact_accuracy(scenario, noise, level)
@@ -286,6 +287,14 @@ def test_severity_table_of_a_sweep_loads_only_if_networks(tiny_sweep, monkeypatc
     path = configs[0].folder(copy).parents[1] / "analysis" / "severity_table.json"
     stored = json.loads(path.read_text())
     assert set(stored["settings"]["if_runs"]) == {"1", "2"} and SeverityTable.from_dict(stored["value"]) == table
+    # the sweep sees the images and random numbers of the calibration: IF's severity 8 is the calibrated accuracy
+    from leaklib.sweep import robustness_table
+
+    if_configs = [c for c in configs if math.isinf(c.tau_m)]
+    robust = robustness_table(if_configs, copy, "cpu", progress=False, tables={"digits": table})
+    at_8 = robust[robust.severity == 8].groupby(["scenario", "noise"])["accuracy"].mean()
+    for (scenario, noise), value in at_8.items():
+        assert value == pytest.approx(table.info[f"{scenario}/{noise}"]["at_severity_8"], abs=1e-12)
     # a LIF run retrained (here: its metrics changed) leaves the table's cache key alone
     lif = next(c for c in configs if not math.isinf(c.tau_m)).folder(copy) / "metrics.json"
     lif.write_text(json.dumps({**json.loads(lif.read_text()), "test_acc": 0.0}))
