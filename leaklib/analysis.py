@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .encoding import image_batches, noise_level, noisy_spikes, poisson_spikes
+from .encoding import SeverityTable, image_batches, noisy_spikes, poisson_spikes
 from .generalization import common_train_sse_range, sse_table, test_sse_at_train_sse
 from .models import SNN
 from .robustness import _device, evaluate, robustness_summary
@@ -65,20 +65,21 @@ EXPECTATIONS: tuple[str, ...] = (
 @torch.no_grad()
 def measure_clean(model: SNN, images: torch.Tensor, labels: torch.Tensor, *, num_steps: int,
                   batch_size: int = 256, seed: int = 0, device: str | torch.device | None = None,
-                  noisy: tuple[int, str, int] = (1, "gaussian", 5), fraction: float = 0.7,
-                  progress: bool = True) -> dict[str, Any]:
+                  noisy: tuple[int, str, int] = (1, "gaussian", 5), table: SeverityTable | None = None,
+                  fraction: float = 0.7, progress: bool = True) -> dict[str, Any]:
     """Table 1's per-model numbers and Fig. 5a-c/6 data in one pass over the test set (Sec. 4.2-4.5).
 
     Returns a JSON-ready dict: accuracy, sse (``sum_c (u_L[T]/T - onehot)^2``, mean over images),
     spike_rate and spike_rate_per_layer (%), synaptic_ops (mean per image), enwsi (per hidden layer),
     critical_frequency (per image, NaN where the target current is constant), and for the noisy input
-    ``noisy = (scenario, noise, severity)`` (the paper's severity five) critical_frequency_noisy and
-    noisy_accuracy; plus n, num_steps, seed, fraction, noisy. The noisy pass has its own generator
-    from ``seed``, so noisy_accuracy equals :func:`evaluate`'s for that condition.
+    ``noisy = (scenario, noise, severity)`` (the paper's severity five; its level from ``table``,
+    default the a-priori table) critical_frequency_noisy and noisy_accuracy; plus n, num_steps,
+    seed, fraction, noisy and noisy_level. The noisy pass has its own generator from ``seed``, so
+    noisy_accuracy equals :func:`evaluate`'s for that condition and table.
     """
     dev = _device(model, device)
     scenario, noise, severity = noisy
-    noise_level(noise, severity)
+    level = (table or SeverityTable.apriori()).level(scenario, noise, severity)
     clean_gen = torch.Generator(device=dev).manual_seed(seed)
     noisy_gen = torch.Generator(device=dev).manual_seed(seed)
     was_training = model.training
@@ -98,7 +99,8 @@ def measure_clean(model: SNN, images: torch.Tensor, labels: torch.Tensor, *, num
             layer_norms += torch.stack([c.sum(dtype=torch.float64) for c in record.current_norms]).cpu()
             ops += synaptic_ops(record, model).sum().item()
             cf_clean.append(target_neuron_critical_frequency(record, y, fraction).cpu())
-            prediction, record = model(noisy_spikes(x, scenario, noise, severity, noisy_gen, num_steps), record=True)
+            prediction, record = model(noisy_spikes(x, scenario, noise, generator=noisy_gen, num_steps=num_steps,
+                                                           level=level), record=True)
             correct_noisy += int((prediction.argmax(1) == y).sum().item())
             cf_noisy.append(target_neuron_critical_frequency(record, y, fraction).cpu())
             n += len(y)
@@ -115,7 +117,7 @@ def measure_clean(model: SNN, images: torch.Tensor, labels: torch.Tensor, *, num
         "enwsi": (layer_norms / (num_steps * n)).tolist(),
         "critical_frequency": torch.cat(cf_clean).tolist(),
         "critical_frequency_noisy": torch.cat(cf_noisy).tolist(), "noisy_accuracy": correct_noisy / n,
-        "noisy": {"scenario": int(scenario), "noise": noise, "severity": int(severity)},
+        "noisy": {"scenario": int(scenario), "noise": noise, "severity": int(severity)}, "noisy_level": level,
         "n": n, "num_steps": int(num_steps), "seed": int(seed), "fraction": float(fraction),
     }
 

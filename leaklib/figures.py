@@ -58,10 +58,16 @@ def _mean_std(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
     return table.groupby(by, sort=True)[value].agg(["mean", "std"]).reset_index()
 
 
+def _level_text(level: float) -> str:
+    return "0" if level == 0 else f"{level:.2g}"
+
+
 def fig3_robustness(table: pd.DataFrame) -> Figure:
     """Fig. 3: accuracy vs noise severity; rows = scenario, columns = dataset x noise; one line per tau_m.
 
-    Columns: tau_m, scenario, noise, severity, accuracy (fraction); optional dataset, seed.
+    Columns: tau_m, scenario, noise, severity, accuracy (fraction); optional dataset, seed, level.
+    The x axis shows every severity of the table; with a ``level`` column each panel also labels its
+    noise levels (sigma_s or p_s) on a top axis, and a panel whose severity has several levels raises.
     """
     _require(table, ["tau_m", "scenario", "noise", "severity", "accuracy"], "fig3_robustness")
     if ((table["accuracy"] < 0) | (table["accuracy"] > 1)).any():
@@ -69,7 +75,10 @@ def fig3_robustness(table: pd.DataFrame) -> Figure:
     datasets, scenarios = _datasets(table), sorted(set(table["scenario"]))
     noises = list(dict.fromkeys(table["noise"]))
     columns = [(d, n) for d in datasets for n in noises]
-    fig, axes = plt.subplots(len(scenarios), len(columns), figsize=(3.2 * len(columns), 2.8 * len(scenarios)),
+    severities = sorted({int(s) for s in table["severity"]})
+    has_levels = "level" in table.columns
+    fig, axes = plt.subplots(len(scenarios), len(columns),
+                             figsize=(3.2 * len(columns), (3.2 if has_levels else 2.8) * len(scenarios)),
                              squeeze=False, sharey=True)
     for i, scenario in enumerate(scenarios):
         for j, (dataset, noise) in enumerate(columns):
@@ -83,11 +92,24 @@ def fig3_robustness(table: pd.DataFrame) -> Figure:
             letter = _PANEL[(i * len(columns) + j) % len(_PANEL)]
             title = ", ".join(x for x in (_name(dataset), _NOISE_NAMES.get(noise, noise)) if x)
             ax.set_title(f"({letter}) {title}, scenario {scenario}", fontsize=9)
+            ax.set_xticks(severities)
+            ax.set_xlim(severities[0] - 0.4, severities[-1] + 0.4)
             ax.set_xlabel("noise severity")
+            if has_levels and not part.empty:
+                levels = part.groupby("severity")["level"].agg(lambda v: sorted(set(np.round(v.astype(float), 12))))
+                mixed = [int(s) for s, v in levels.items() if len(v) > 1]
+                if mixed:
+                    raise ValueError(f"fig3_robustness: panel {title}, scenario {scenario} has several levels at "
+                                     f"severity {mixed[0]}; draw one severity table per figure")
+                top = ax.secondary_xaxis("top")
+                top.set_xticks([int(s) for s in levels.index], [_level_text(v[0]) for v in levels], fontsize=6)
+                symbol = r"$\sigma_s$" if noise == "gaussian" else r"$p_s$" if noise == "impulse" else "level"
+                ax.annotate(symbol, xy=(0, 1), xycoords="axes fraction", xytext=(-3, 2), textcoords="offset points",
+                            ha="right", va="bottom", fontsize=7)
             if j == 0:
                 ax.set_ylabel("accuracy (%)")
             ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
+    axes[0, 0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
 

@@ -63,6 +63,7 @@ class Profile:
     eval_batch_size: int = 256
     analysis_images: int | None = None  # test images used by the analyses (None = all)
     theory: str = "full"                # sizes of the coherence chapter's theory curves and simulations (THEORY_SIZES)
+    robustness_images: int | None = None  # of those, the stratified subset of the noise calibration and sweep (None = all)
     architectures: dict[str, str] = field(default_factory=lambda: dict(ARCHITECTURES))
 
     def __post_init__(self) -> None:
@@ -70,7 +71,7 @@ class Profile:
         for name in ("num_steps", "epochs", "batch_size", "eval_batch_size"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("train_subset", "test_subset", "train_eval_subset", "analysis_images"):
+        for name in ("train_subset", "test_subset", "train_eval_subset", "analysis_images", "robustness_images"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and value >= 1):
                 problems.append(f"{name} must be a positive integer or None, got {value!r}")
@@ -134,6 +135,9 @@ PROFILES: dict[str, Profile] = {
         num_steps=100, epochs=12, batch_size=32, lr=1.0, momentum=0.0, weight_decay=5e-4,
         milestones=(70 / 150, 100 / 150), lr_gamma=0.2, dropout=0.2,
         train_eval_subset=360, eval_batch_size=360, analysis_images=None,
+        # 10 test images per digit for the noise sweep: 33 conditions x 100 images at ~1.7 ms per T=100
+        # forward pass (measured, one core) is ~6 core-s per network, plus ~6 per IF network to calibrate
+        robustness_images=100,
     ),
     "paper-smoke": Profile(
         name="paper-smoke",

@@ -30,6 +30,9 @@ __all__ = [
     "tau_sort_key",
     "ANALYSIS_SEED",
     "analysis_images",
+    "robustness_images",
+    "severity_table",
+    "severity_tables",
     "robustness_table",
     "clean_table",
     "Sweep",
@@ -176,51 +179,149 @@ def analysis_images(config: RunConfig, data_root: str | os.PathLike[str] | None 
     return stratified_subset(test, size, seed=0) if size < len(test) else test
 
 
+def robustness_images(config: RunConfig, data_root: str | os.PathLike[str] | None = None):
+    """The images of the noise calibration and the robustness sweep: the analysis images, cut to a
+    stratified subset of ``profile.robustness_images`` (None: all of them; then severity 0 is the clean
+    pass of :func:`clean_table`)."""
+    from .data import stratified_subset
+
+    test = analysis_images(config, data_root)
+    size = config.profile.robustness_images
+    return stratified_subset(test, size, seed=0) if size is not None and size < len(test) else test
+
+
 def _run_settings(config: RunConfig, results_dir: str | os.PathLike[str], what: str, **extra: Any) -> dict:
     return {"what": what, "run": load_run(config, results_dir)["metrics"]["config_hash"], "seed": ANALYSIS_SEED,
             "images": config.profile.analysis_images, **extra}
 
 
-def robustness_table(configs: Iterable[RunConfig], results_dir: str | os.PathLike[str] = "results",
-                     device: str = "auto", data_root: str | os.PathLike[str] | None = None,
-                     progress: bool = True) -> pd.DataFrame:
-    """Fig. 3's data: accuracy per (dataset, tau_m, seed, scenario, noise, severity), cached per run."""
-    from .analysis import evaluate
+def _diverged(config: RunConfig, results_dir: str | os.PathLike[str]) -> bool:
+    return load_run(config, results_dir)["metrics"].get("status", "finished") == "diverged"
+
+
+def severity_table(profile: Profile | str, dataset: str, results_dir: str | os.PathLike[str] = "results",
+                   device: str = "auto", data_root: str | os.PathLike[str] | None = None,
+                   progress: bool = True):
+    """The severity table of ``dataset`` calibrated on the profile's IF networks (every seed that finished).
+
+    Rule: :func:`leaklib.robustness.calibrate_table` (on :func:`robustness_images`, encoding seed
+    :data:`ANALYSIS_SEED`). Cached in ``<results>/<profile>/<variant>/<dataset>/analysis/severity_table.json``
+    under a key made of the IF runs' config hashes and statuses and the calibration settings: no LIF run
+    enters it. Without IF runs in the profile, or if all of them diverged, the a-priori table.
+    """
+    from .encoding import SeverityTable
+    from .robustness import CALIBRATION, calibrate_table
     from .train import load_model
 
-    frames = []
+    prof = _profile(profile)
+    configs = sweep_configs(prof, [dataset])
+    if_runs = [c for c in configs if math.isinf(c.tau_m)]
+    if not if_runs:
+        return SeverityTable.apriori("the sweep has no IF networks (tau_m = inf) to calibrate on")
+    finished = [c for c in if_runs if not _diverged(c, results_dir)]
+    folder = configs[0].folder(results_dir).parents[1] / "analysis" / "severity_table.json"
+    settings = {"what": "severity_table", "dataset": dataset, "seed": ANALYSIS_SEED,
+                "if_runs": {str(c.seed): [load_run(c, results_dir)["metrics"]["config_hash"],
+                                          "diverged" if c not in finished else "finished"] for c in if_runs},
+                "images": [prof.test_subset, prof.analysis_images, prof.robustness_images],
+                "num_steps": prof.num_steps, "batch_size": prof.eval_batch_size, "calibration": CALIBRATION}
+
+    def compute() -> dict:
+        if not finished:
+            why = f"all {len(if_runs)} IF runs diverged: no IF network to calibrate on"
+            return SeverityTable.apriori(why).to_dict()
+        test = robustness_images(finished[0], data_root)
+        networks = [(c.tau_m, load_model(c, results_dir, device)) for c in finished]
+        return calibrate_table(networks, test.images, test.labels, num_steps=prof.num_steps,
+                               num_classes=test.num_classes, batch_size=prof.eval_batch_size, seed=ANALYSIS_SEED,
+                               device=None, progress=progress).to_dict()
+
+    return SeverityTable.from_dict(cached(folder, settings, compute))
+
+
+def severity_tables(configs: Iterable[RunConfig], results_dir: str | os.PathLike[str] = "results",
+                    device: str = "auto", data_root: str | os.PathLike[str] | None = None,
+                    progress: bool = True) -> dict:
+    """``{dataset: SeverityTable}`` for the datasets of ``configs`` (:func:`severity_table` of their profile)."""
+    first: dict[str, RunConfig] = {}
     for config in configs:
-        def compute(config: RunConfig = config) -> list[dict]:
-            test = analysis_images(config, data_root)
+        first.setdefault(config.dataset, config)
+    return {d: severity_table(c.profile, d, results_dir, device, data_root, progress) for d, c in first.items()}
+
+
+def _table_settings(table) -> dict:
+    return {"levels": {k: list(v) for k, v in table.levels.items()}, "rules": dict(table.rules)}
+
+
+def robustness_table(configs: Iterable[RunConfig], results_dir: str | os.PathLike[str] = "results",
+                     device: str = "auto", data_root: str | os.PathLike[str] | None = None,
+                     progress: bool = True, tables: dict | None = None) -> pd.DataFrame:
+    """Fig. 3's data: accuracy per (dataset, tau_m, seed, scenario, noise, severity), cached per run.
+
+    Levels come from ``tables`` (``{dataset: SeverityTable}``; default :func:`severity_tables`, the
+    calibrated ones), on :func:`robustness_images`; the cache key holds the table. Diverged runs have
+    no network to test: they are skipped, and listed in the result's ``attrs["skipped"]``.
+    """
+    from .robustness import evaluate
+    from .train import load_model
+
+    configs = list(configs)
+    tables = dict(tables) if tables is not None else severity_tables(configs, results_dir, device, data_root, progress)
+    frames, skipped = [], []
+    for config in configs:
+        if _diverged(config, results_dir):
+            skipped.append(config.label())
+            continue
+        table = tables[config.dataset]
+
+        def compute(config: RunConfig = config, table=table) -> list[dict]:
+            test = robustness_images(config, data_root)
             model = load_model(config, results_dir, device)
-            return evaluate(model, test.images, test.labels, num_steps=config.profile.num_steps,
+            return evaluate(model, test.images, test.labels, num_steps=config.profile.num_steps, table=table,
                             batch_size=config.profile.eval_batch_size, seed=ANALYSIS_SEED,
                             progress=progress).to_dict("records")
 
-        rows = cached(analysis_path(config, results_dir, "robustness"),
-                      _run_settings(config, results_dir, "robustness"), compute)
+        settings = _run_settings(config, results_dir, "robustness", robustness_images=config.profile.robustness_images,
+                                 table=_table_settings(table))
+        rows = cached(analysis_path(config, results_dir, "robustness"), settings, compute)
         frames.append(pd.DataFrame(rows).assign(**_keys(config)))
     columns = ["dataset", "tau_m", "seed", "scenario", "noise", "severity", "level", "accuracy", "n"]
-    return pd.concat(frames, ignore_index=True)[columns]
+    out = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    out.attrs["skipped"] = skipped
+    return out
+
+
+#: The noisy condition of :func:`clean_table` (the paper's severity five, scenario 1, Gaussian).
+CLEAN_TABLE_NOISY: tuple[int, str, int] = (1, "gaussian", 5)
 
 
 def clean_table(configs: Iterable[RunConfig], results_dir: str | os.PathLike[str] = "results",
                 device: str = "auto", data_root: str | os.PathLike[str] | None = None,
-                progress: bool = True) -> pd.DataFrame:
-    """Table 1 / Fig. 5a-c / Fig. 6 measurements (analysis.measure_clean), one row per run, cached per run."""
+                progress: bool = True, tables: dict | None = None) -> pd.DataFrame:
+    """Table 1 / Fig. 5a-c / Fig. 6 measurements (analysis.measure_clean), one row per run, cached per run.
+
+    The noisy pass (scenario 1, Gaussian, severity 5) takes its level from ``tables`` (default
+    :func:`severity_tables`, the calibrated tables of chapter 03); the level enters the cache key.
+    """
     from .analysis import measure_clean
     from .train import load_model
 
+    configs = list(configs)
+    tables = dict(tables) if tables is not None else severity_tables(configs, results_dir, device, data_root, progress)
     rows = []
     for config in configs:
-        def compute(config: RunConfig = config) -> dict:
+        table = tables[config.dataset]
+
+        def compute(config: RunConfig = config, table=table) -> dict:
             test = analysis_images(config, data_root)
             model = load_model(config, results_dir, device)
             return measure_clean(model, test.images, test.labels, num_steps=config.profile.num_steps,
-                                 batch_size=config.profile.eval_batch_size, seed=ANALYSIS_SEED, progress=progress)
+                                 batch_size=config.profile.eval_batch_size, seed=ANALYSIS_SEED, noisy=CLEAN_TABLE_NOISY,
+                                 table=table, progress=progress)
 
-        value = cached(analysis_path(config, results_dir, "clean"), _run_settings(config, results_dir, "clean"),
-                       compute)
+        settings = _run_settings(config, results_dir, "clean", noisy=list(CLEAN_TABLE_NOISY),
+                                 noisy_level=table.level(*CLEAN_TABLE_NOISY))
+        value = cached(analysis_path(config, results_dir, "clean"), settings, compute)
         for key in ("critical_frequency", "critical_frequency_noisy"):
             value[key] = [float(v) for v in value[key]]  # NaN is stored as the string 'nan'
         rows.append({**value, "analysis_seed": value["seed"], **_keys(config)})  # the run's seed, not the encoding's
