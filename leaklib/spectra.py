@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from . import stats
-from .encoding import image_batches, noisy_spikes
+from .encoding import SeverityTable, image_batches, noisy_spikes
 from .models import Record
 
 __all__ = ["spike_train_spectrum", "spectrum_moments", "spectrum_frame", "critical_frequency",
@@ -351,9 +351,10 @@ class SpectrumReadings:
     outside: dict[str, float]
 
 
-def _condition_spikes(x: torch.Tensor, condition: tuple, generator: torch.Generator, num_steps: int) -> torch.Tensor:
-    """The spike input of one condition ``(scenario, noise, severity)``: the one call into the encoding."""
-    return noisy_spikes(x, *condition, generator, num_steps)
+def _condition_spikes(x: torch.Tensor, condition: tuple, generator: torch.Generator, num_steps: int,
+                      table: SeverityTable | None = None) -> torch.Tensor:
+    """The spike input of one condition ``(scenario, noise, severity)`` at ``table``'s level: the one call into the encoding."""
+    return noisy_spikes(x, *condition, generator, num_steps, table=table)
 
 
 def _bin_edges(reading: str, freqs: torch.Tensor, bins: int) -> np.ndarray:
@@ -371,11 +372,12 @@ def _bin_edges(reading: str, freqs: torch.Tensor, bins: int) -> np.ndarray:
 def input_spectrum_readings(images: torch.Tensor, *, num_steps: int, conditions: Mapping[str, tuple],
                             readings: Sequence[str] = tuple(READINGS), seed: int = 0, batch_size: int = 64,
                             device: str | torch.device | None = None, bins: int = 100,
-                            value_range: float = 3.0) -> SpectrumReadings:
+                            value_range: float = 3.0, table: SeverityTable | None = None) -> SpectrumReadings:
     """Fig. 4 under every reading (Sec. 4.3): per-image spectral summaries for each condition.
 
     ``images`` raw [0, 1] ``[N, C, H, W]``, normalised and coded as in :func:`leaklib.robustness.evaluate`;
-    ``conditions`` maps a name to ``(scenario, noise, severity)`` (severity 0 = clean coding). Every
+    ``conditions`` maps a name to ``(scenario, noise, severity)`` (severity 0 = clean coding), at the
+    levels of ``table`` (default: the a-priori :data:`leaklib.encoding.SEVERITY_TABLE`). Every
     batch of every condition draws from a generator seeded by ``seed`` and the batch's first image,
     so the conditions are paired by image (and share their draws as far as the encoding draws
     them in the same order). ``bins`` and ``value_range`` shape the drawn distributions only.
@@ -396,7 +398,7 @@ def input_spectrum_readings(images: torch.Tensor, *, num_steps: int, conditions:
         for batch, (x, _) in enumerate(image_batches(images, labels, batch_size, dev)):
             start = batch * batch_size
             generator = torch.Generator(device=dev).manual_seed((seed * 1_000_003 + start) % 2**63)
-            spikes = _condition_spikes(x, condition, generator, num_steps)
+            spikes = _condition_spikes(x, condition, generator, num_steps, table)
             for reading, result in reading_summaries(spikes, readings).items():
                 n = len(result["mean"])
                 rows.append(pd.DataFrame({"reading": reading, "condition": name, "image": np.arange(start, start + n),

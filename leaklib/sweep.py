@@ -398,7 +398,7 @@ class Sweep:
     history: pd.DataFrame
     runs: pd.DataFrame
     jobs: int = 1
-    _tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    _tables: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def datasets(self) -> list[str]:
@@ -421,9 +421,28 @@ class Sweep:
         return {d: int(part["test_size"].iloc[0]) for d, part in self.runs.groupby("dataset", sort=False)
                 if part["test_size"].notna().all()}
 
+    def prepare(self, analyses: Iterable[str] = ANALYSES) -> None:
+        """Compute the per-run analyses of every finished run, ``jobs`` runs at a time in local workers.
+
+        The severity table is calibrated first, here (once, on the IF runs), so that the workers only
+        read it. Afterwards :meth:`robustness` and :meth:`clean` read the caches.
+        """
+        runs = self.finished
+        if self.jobs > 1 and len(runs) > 1 and not self._tables.get("_prepared"):
+            if "robustness" in analyses or "clean" in analyses:
+                severity_tables(runs, self.results_dir, self.device, progress=False)
+            outcomes = prepare_analyses(runs, tuple(analyses), executor="local", jobs=self.jobs,
+                                        results_dir=self.results_dir, device=self.device, log=lambda line: None)
+            failed = [o for o in outcomes if getattr(o, "status", "done") not in ("done", "reused")]
+            if failed:
+                raise SweepIncomplete(f"{len(failed)} analysis task(s) did not finish: "
+                                      f"{getattr(failed[0], 'error', None) or failed[0]}")
+            self._tables["_prepared"] = True  # type: ignore[assignment]
+
     def robustness(self, progress: bool = False) -> pd.DataFrame:
         """Fig. 3's accuracies of every finished run (:func:`robustness_table`)."""
         if "robustness" not in self._tables:
+            self.prepare()
             self._tables["robustness"] = robustness_table(self.finished, self.results_dir, self.device,
                                                           progress=progress)
         return self._tables["robustness"]
@@ -431,6 +450,7 @@ class Sweep:
     def clean(self, progress: bool = False) -> pd.DataFrame:
         """Table 1 / Fig. 5a-c / Fig. 6 measurements of every finished run (:func:`clean_table`)."""
         if "clean" not in self._tables:
+            self.prepare()
             self._tables["clean"] = clean_table(self.finished, self.results_dir, self.device, progress=progress)
         return self._tables["clean"]
 
