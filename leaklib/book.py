@@ -533,8 +533,9 @@ def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[Chapt
     results_dir.mkdir(parents=True, exist_ok=True)
 
     parameters = {"profile": opts.profile, "device": opts.device,
-                  "results_dir": str(results_dir), "figures_dir": str(figures_dir),
-                  "overrides": {str(k): str(v) for k, v in opts.overrides.items()}}
+                  "results_dir": str(results_dir), "figures_dir": str(figures_dir)}
+    if opts.overrides:  # the chapters' default is {}; injected only when set
+        parameters["overrides"] = {str(k): str(v) for k, v in opts.overrides.items()}
     resolved = resolve_device(opts.device)
     commit, code = git_commit(root), package_hash()
     upstream: list[str] = []
@@ -682,10 +683,6 @@ def _run_command(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"[book] error: {err}", file=sys.stderr)
         return 2 if isinstance(err, (FileNotFoundError, ValueError)) else 1
-    except KeyboardInterrupt:
-        print("\n[book] interrupted: finished chapters and training runs are kept (a run from its last "
-              "epoch); the same command goes on from there", file=sys.stderr)
-        return 130
     print(f"[book] total {time.perf_counter() - t0:.1f} s")
     return 0
 

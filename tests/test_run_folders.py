@@ -340,7 +340,7 @@ def test_ctrl_c_in_book_run_is_one_line_exit_130_and_no_running_notebook(tmp_pat
                              "--build-dir", str(build), "--results-dir", str(tmp_path / "r"), "--figures-dir",
                              str(tmp_path / "f")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    running = build / "src" / "book" / ".01_neurons_and_coherence.running.ipynb"
+    running = build / "src" / ".01_neurons_and_coherence.running.ipynb"  # the staged copy is flat, as book/
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (running.exists() and "started" in running.read_text()):
         time.sleep(0.2)
