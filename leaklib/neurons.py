@@ -200,7 +200,9 @@ class LIFScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor):  # type: ignore[override]
         fired, corr = ctx.saved_tensors
-        grad = _lif_scan_grad(fired, grad_spikes.contiguous(), ctx.grad_beta, ctx.scale, corr)
+        if fired.is_cuda or _cpu_kernels() is None:  # the numba scan takes any layout
+            grad_spikes = grad_spikes.contiguous()
+        grad = _lif_scan_grad(fired, grad_spikes, ctx.grad_beta, ctx.scale, corr)
         return grad, None, None, None, None, None, None
 
 

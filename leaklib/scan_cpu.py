@@ -77,7 +77,7 @@ def _run(kernel, *args) -> None:
         kernel(*args)
     except OSError as exc:  # the compiled code is registered in memory; only the disk write failed
         warnings.warn(f"leaklib.scan_cpu: numba cache disabled ({exc})", RuntimeWarning, stacklevel=3)
-        for dispatcher in (_forward_step, _forward_kernel, _backward_step, _backward_kernel):
+        for dispatcher in _DISPATCHERS:
             dispatcher._cache = numba.core.caching.NullCache()
         kernel(*args)
 
@@ -124,6 +124,10 @@ if numba is not None:
             _backward_step(spikes[t], grad_out[t], coef, params[0], grad[t + 1], grad[t])
 
 
+    _DISPATCHERS = (_forward_step, _forward_kernel, _backward_step, _backward_kernel)
+
+
+
 def _require_numba() -> None:
     if numba is None:
         raise RuntimeError("numba is not installed; use the torch scan of leaklib.neurons")
@@ -144,12 +148,38 @@ def _check_time_major(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name} must have shape [T, ...] with T >= 1, got {tuple(x.shape)}")
 
 
-def _as_2d(x: torch.Tensor) -> torch.Tensor:
-    """``[T, ...]`` -> contiguous ``[T, N]`` (a view when already contiguous), detached."""
+#: [T, B, C, H, W] -> [T, B, H, W, C] (channels-last memory order per step) and back
+_TO_NHWC = (0, 1, 3, 4, 2)
+_TO_NCHW = (0, 1, 4, 2, 3)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """``x [T, B, C, H, W]`` stored channels-last per step (NHWC; what a channels_last convolution writes)."""
+    return x.dim() == 5 and not x.is_contiguous() and x.permute(_TO_NHWC).is_contiguous()
+
+
+def _as_2d(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """``[T, ...]`` -> ``[T, N]`` in NCHW or NHWC neuron order (a view when ``x`` is stored so), detached."""
     x = x.detach()
+    if channels_last:
+        x = x.permute(_TO_NHWC)
     if not x.is_contiguous():
         x = x.contiguous()
     return x.view(x.shape[0], -1)
+
+
+def _from_2d(flat: torch.Tensor, shape: tuple[int, ...], channels_last: bool) -> torch.Tensor:
+    """Inverse of :func:`_as_2d`: ``[T', N]`` -> ``[T', *shape[1:]]`` (a view with the layout's strides)."""
+    if channels_last:
+        _, batch, channels, height, width = shape
+        return flat.view(flat.shape[0], batch, height, width, channels).permute(_TO_NCHW)
+    return flat.view((flat.shape[0],) + tuple(shape[1:]))
+
+
+def _layout(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``x [T, ...]`` as ``[T, N]`` in its own memory order (NHWC if channels-last, else NCHW) and that order."""
+    channels_last = _channels_last(x)
+    return _as_2d(x, channels_last), channels_last
 
 
 def scan_forward(currents: torch.Tensor, beta: float,
@@ -160,17 +190,15 @@ def scan_forward(currents: torch.Tensor, beta: float,
 
     Returns ``(spikes, count, trace)``: ``spikes`` is a ``torch.bool`` tensor of ``currents``'
     shape; ``count = sum_t o[t]`` and ``trace = sum_t beta**(T-1-t) o[t]`` have shape
-    ``currents.shape[1:]`` and ``currents``' dtype (float32 or float64).
+    ``currents.shape[1:]`` and ``currents``' dtype (float32 or float64). Channels-last currents
+    ``[T, B, C, H, W]`` are scanned in place and give channels-last results; any other layout is
+    made contiguous first.
     """
     _require_numba()
     _check_tensor("currents", currents)
     _check_time_major("currents", currents)
-    beta, v_th = float(beta), float(v_th)
-    if not 0.0 < beta <= 1.0:
-        raise ValueError(f"beta = exp(-1/tau_m) must be in (0, 1], got {beta!r}")
-    if not (v_th > 0.0 and math.isfinite(v_th)):
-        raise ValueError(f"v_th must be finite and > 0, got {v_th!r}")
-    cur = _as_2d(currents)
+    beta, v_th = _check_beta_threshold(beta, v_th)
+    cur, cl = _layout(currents)
     num_steps, n_neurons = cur.shape
     spikes = torch.empty((num_steps, n_neurons), dtype=torch.uint8)
     count = torch.zeros(n_neurons, dtype=cur.dtype)
@@ -179,8 +207,23 @@ def scan_forward(currents: torch.Tensor, beta: float,
         np_dtype = cur.numpy().dtype
         params = np.array([beta, v_th], dtype=np_dtype)  # rounded to the dtype, as torch does
         _run(_forward_kernel, cur.numpy(), params, spikes.numpy(), count.numpy(), trace.numpy())
-    shape = currents.shape
-    return spikes.view(torch.bool).view(shape), count.view(shape[1:]), trace.view(shape[1:])
+    shape = tuple(currents.shape)
+    return (_from_2d(spikes.view(torch.bool), shape, cl), _from_2d(count.view(1, -1), shape, cl)[0],
+            _from_2d(trace.view(1, -1), shape, cl)[0])
+
+
+def _coef(corr: torch.Tensor | None, scale: float, shape: tuple[int, ...], n_neurons: int,
+          dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    """``scale * corr`` per neuron as a contiguous ``[N]`` tensor of ``dtype`` in the scan's neuron order."""
+    if corr is None:
+        return torch.full((n_neurons,), scale, dtype=dtype)
+    _check_tensor("corr", corr, (torch.float16, torch.bfloat16, torch.float32, torch.float64))
+    neuron_shape = tuple(shape[1:])
+    if tuple(corr.shape) not in (neuron_shape, (n_neurons,)):
+        raise ValueError(f"corr must have shape {neuron_shape} or ({n_neurons},) (one value per neuron), "
+                         f"got {tuple(corr.shape)}")
+    corr = _as_2d(corr.detach().reshape((1,) + neuron_shape), channels_last).view(n_neurons)  # the scan's order
+    return (corr.to(dtype) * scale).contiguous()
 
 
 def scan_backward(spikes_bool: torch.Tensor, grad_spikes: torch.Tensor, grad_beta: float, scale: float,
@@ -191,7 +234,7 @@ def scan_backward(spikes_bool: torch.Tensor, grad_spikes: torch.Tensor, grad_bet
     (``dL/do``), ``o = spikes_bool`` from :func:`scan_forward`, ``scale = 1/(v_th + eps)``,
     ``grad_beta`` = ``beta`` (exact leak gradient) or 1 (detached leak), and ``corr`` a per-neuron
     multiplier of shape ``spikes_bool.shape[1:]`` or ``[N]`` (None: 1). Returned in
-    ``grad_spikes``' dtype.
+    ``grad_spikes``' dtype, in the layout of ``spikes_bool`` (channels-last or contiguous).
     """
     _require_numba()
     _check_tensor("spikes_bool", spikes_bool, (torch.bool,))
@@ -200,25 +243,34 @@ def scan_backward(spikes_bool: torch.Tensor, grad_spikes: torch.Tensor, grad_bet
     if grad_spikes.shape != spikes_bool.shape:
         raise ValueError(f"grad_spikes must have the shape of spikes_bool {tuple(spikes_bool.shape)}, "
                          f"got {tuple(grad_spikes.shape)}")
-    grad_beta, scale = float(grad_beta), float(scale)
-    if not math.isfinite(grad_beta):
-        raise ValueError(f"grad_beta must be finite, got {grad_beta!r}")
-    if not math.isfinite(scale):
-        raise ValueError(f"scale must be finite, got {scale!r}")
-    g = _as_2d(grad_spikes)
-    spk = _as_2d(spikes_bool).view(torch.uint8)
+    grad_beta, scale = _check_finite(grad_beta=grad_beta, scale=scale)
+    spk, cl = _layout(spikes_bool)
+    spk = spk.view(torch.uint8)
+    g = _as_2d(grad_spikes, cl)
     num_steps, n_neurons = g.shape
-    if corr is None:
-        coef = torch.full((n_neurons,), scale, dtype=g.dtype)
-    else:
-        _check_tensor("corr", corr, (torch.float16, torch.bfloat16, torch.float32, torch.float64))
-        neuron_shape = tuple(spikes_bool.shape[1:])
-        if tuple(corr.shape) not in (neuron_shape, (n_neurons,)):
-            raise ValueError(f"corr must have shape {neuron_shape} or ({n_neurons},) (one value per neuron), "
-                             f"got {tuple(corr.shape)}")
-        coef = corr.detach().reshape(n_neurons).to(g.dtype) * scale
+    shape = tuple(spikes_bool.shape)
+    coef = _coef(corr, scale, shape, n_neurons, g.dtype, cl)
     grad = torch.empty((num_steps, n_neurons), dtype=g.dtype)
     if n_neurons > 0:
         params = np.array([grad_beta], dtype=g.numpy().dtype)
-        _run(_backward_kernel, spk.numpy(), g.numpy(), coef.contiguous().numpy(), params, grad.numpy())
-    return grad.view(grad_spikes.shape)
+        _run(_backward_kernel, spk.numpy(), g.numpy(), coef.numpy(), params, grad.numpy())
+    return _from_2d(grad, shape, cl)
+
+
+def _check_finite(**values: float) -> tuple[float, ...]:
+    out = []
+    for name, value in values.items():
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        out.append(value)
+    return tuple(out)
+
+
+def _check_beta_threshold(beta: float, v_th: float) -> tuple[float, float]:
+    beta, v_th = float(beta), float(v_th)
+    if not 0.0 < beta <= 1.0:
+        raise ValueError(f"beta = exp(-1/tau_m) must be in (0, 1], got {beta!r}")
+    if not (v_th > 0.0 and math.isfinite(v_th)):
+        raise ValueError(f"v_th must be finite and > 0, got {v_th!r}")
+    return beta, v_th

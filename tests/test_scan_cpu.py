@@ -406,3 +406,30 @@ def test_cache_fails_soft_without_writable_directory(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("OK")
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """The same values ``[T, B, C, H, W]`` stored NHWC per step (as a channels_last convolution writes them)."""
+    return x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_channels_last_currents_scanned_in_their_layout(dtype):
+    beta = _beta(30.0)
+    currents = _currents((20, 3, 5, 4, 6), dtype, seed=21)
+    stored = _channels_last(currents)
+    assert not stored.is_contiguous()
+    spikes, count, trace = scan_cpu.scan_forward(stored, beta, 1.0)
+    expected = ref_forward(currents, beta, 1.0)
+    assert torch.equal(spikes, expected.bool()) and torch.equal(count, expected.sum(0))
+    # results keep the layout: no copy into NCHW on the way in or out
+    assert spikes.stride() == stored.stride() and count.stride() == stored.stride()[1:]
+    g = torch.Generator().manual_seed(22)
+    grad_spikes = torch.randn(currents.shape, generator=g, dtype=torch.float64).to(dtype)
+    corr = (torch.rand(currents.shape[1:], generator=g, dtype=torch.float64) + 0.5).to(dtype)
+    reference = scan_cpu.scan_backward(spikes.contiguous(), grad_spikes, 1.0, 2.0, corr)
+    for grad_in, corr_in in ((grad_spikes, corr), (_channels_last(grad_spikes), trace * 0 + corr),
+                             (grad_spikes, corr.reshape(-1))):  # a flat corr is in NCHW order, as its view
+        grad = scan_cpu.scan_backward(spikes, grad_in, 1.0, 2.0, corr_in)
+        assert grad.stride() == stored.stride()
+        assert torch.equal(grad, reference)
