@@ -183,18 +183,19 @@ class LIFScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, currents: torch.Tensor, beta: float, v_th: float, scale: float, grad_beta: float,  # type: ignore[override]
-                correction: bool, mask: torch.Tensor | None) -> torch.Tensor:
+                correction: bool, mask: torch.Tensor | None, for_backward: bool = True) -> torch.Tensor:
+        # for_backward=False (no gradient will be asked for): neither spikes nor correction are kept
         kernels = _cpu_kernels() if not currents.is_cuda else None
-        if kernels is not None:
-            fired, count, trace = kernels.scan_forward(currents, beta, v_th)
-            out = fired.view(torch.uint8).to(currents.dtype)  # 3x faster than bool -> float
+        if kernels is not None:  # the spikes in the currents' dtype come straight from the scan
+            out, fired, count, trace = kernels.scan_forward_out(currents, beta, v_th, for_backward)
         else:
-            out, trace = _scan_forward_torch(currents, beta, v_th, correction)
-            fired = out.bool()
-            count = out.sum(0) if correction else None
-        corr = leak_correction(trace, count, beta, mask) if correction else None
-        ctx.save_for_backward(fired, corr)
-        ctx.scale, ctx.grad_beta = scale, grad_beta
+            out, trace = _scan_forward_torch(currents, beta, v_th, correction and for_backward)
+            fired = out.bool() if for_backward else None
+            count = out.sum(0) if correction and for_backward else None
+        if for_backward:
+            corr = leak_correction(trace, count, beta, mask) if correction else None
+            ctx.save_for_backward(fired, corr)
+            ctx.scale, ctx.grad_beta = scale, grad_beta
         return out
 
     @staticmethod
@@ -203,7 +204,7 @@ class LIFScan(torch.autograd.Function):
         if fired.is_cuda or _cpu_kernels() is None:  # the numba scan takes any layout
             grad_spikes = grad_spikes.contiguous()
         grad = _lif_scan_grad(fired, grad_spikes, ctx.grad_beta, ctx.scale, corr)
-        return grad, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None
 
 
 def _scan_forward_torch(currents: torch.Tensor, beta: float, v_th: float,
@@ -306,7 +307,7 @@ def lif_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, eps: 
             if triton_scan.is_available(currents):
                 return triton_scan.lif_scan(currents, beta, float(v_th), 1.0 / scale - float(v_th))
         return LIFScan.apply(currents, beta, float(v_th), scale, grad_beta, use_correction,
-                             None if mask is None else mask.detach())
+                             None if mask is None else mask.detach(), _for_backward(currents))
     if method == "stepwise":
         neuron = LIFNeuron(tau_m, v_th, eps, method="stepwise", leak_grad=leak_grad, correction=correction,
                            grad_scale=grad_scale)
@@ -314,6 +315,11 @@ def lif_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, eps: 
         neuron.finish(mask)
         return torch.stack(out)
     raise ValueError(f"method must be 'fused' or 'stepwise', got {method!r}")
+
+
+def _for_backward(currents: torch.Tensor) -> bool:
+    """Whether a backward pass can follow (else the scans keep nothing for it)."""
+    return torch.is_grad_enabled() and currents.requires_grad
 
 
 @torch.no_grad()

@@ -47,7 +47,7 @@ import warnings
 import numpy as np
 import torch
 
-__all__ = ["available", "scan_forward", "scan_backward"]
+__all__ = ["available", "scan_forward", "scan_backward", "scan_forward_out"]
 
 try:  # numba is optional: without it the torch scan of leaklib.neurons is used
     import numba
@@ -124,7 +124,27 @@ if numba is not None:
             _backward_step(spikes[t], grad_out[t], coef, params[0], grad[t + 1], grad[t])
 
 
-    _DISPATCHERS = (_forward_step, _forward_kernel, _backward_step, _backward_kernel)
+    @_njit
+    def _forward_step_out(cur_t, spikes_t, out_t, v, count, trace, beta, v_th):  # pragma: no cover - compiled
+        for n in range(cur_t.shape[0]):
+            u = v[n] + cur_t[n]
+            fired = u > v_th
+            spikes_t[n] = fired
+            out_t[n] = fired  # the spikes in the currents' dtype as well (no cast afterwards)
+            v[n] = u * (beta - beta * fired)
+            count[n] += fired
+            trace[n] = trace[n] * beta + fired
+
+    @_njit
+    def _forward_out_kernel(cur, params, spikes, out, count, trace):  # pragma: no cover - compiled
+        """As ``_forward_kernel``, also writing the spikes in ``cur``'s dtype; ``spikes`` may be one row (reused)."""
+        v = np.zeros(cur.shape[1], cur.dtype)
+        last = spikes.shape[0] - 1
+        for t in range(cur.shape[0]):
+            _forward_step_out(cur[t], spikes[min(t, last)], out[t], v, count, trace, params[0], params[1])
+
+    _DISPATCHERS = (_forward_step, _forward_kernel, _backward_step, _backward_kernel, _forward_step_out,
+                    _forward_out_kernel)
 
 
 
@@ -274,3 +294,30 @@ def _check_beta_threshold(beta: float, v_th: float) -> tuple[float, float]:
     if not (v_th > 0.0 and math.isfinite(v_th)):
         raise ValueError(f"v_th must be finite and > 0, got {v_th!r}")
     return beta, v_th
+
+
+def scan_forward_out(currents: torch.Tensor, beta: float, v_th: float, keep_spikes: bool = True
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """:func:`scan_forward` that also returns the spikes in ``currents``' dtype, written by the scan itself.
+
+    Returns ``(out, spikes, count, trace)``: ``out`` the 0/1 spikes in ``currents``' dtype, shape
+    and layout, ``spikes`` the same as ``torch.bool`` (what the backward needs) or None with
+    ``keep_spikes=False`` (then only one row is written and reused: a forward without gradient).
+    """
+    _require_numba()
+    _check_tensor("currents", currents)
+    _check_time_major("currents", currents)
+    beta, v_th = _check_beta_threshold(beta, v_th)
+    cur, cl = _layout(currents)
+    num_steps, n_neurons = cur.shape
+    out = torch.empty((num_steps, n_neurons), dtype=cur.dtype)
+    spikes = torch.empty((num_steps if keep_spikes else 1, n_neurons), dtype=torch.uint8)
+    count = torch.zeros(n_neurons, dtype=cur.dtype)
+    trace = torch.zeros(n_neurons, dtype=cur.dtype)
+    if n_neurons > 0:
+        params = np.array([beta, v_th], dtype=cur.numpy().dtype)
+        _run(_forward_out_kernel, cur.numpy(), params, spikes.numpy(), out.numpy(), count.numpy(), trace.numpy())
+    shape = tuple(currents.shape)
+    kept = _from_2d(spikes.view(torch.bool), shape, cl) if keep_spikes else None
+    return (_from_2d(out, shape, cl), kept, _from_2d(count.view(1, -1), shape, cl)[0],
+            _from_2d(trace.view(1, -1), shape, cl)[0])

@@ -286,6 +286,20 @@ def test_stepwise_lif_step_bptt_equals_lifscan():
     assert cur_a.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("numba_scan", ["1", "0"])
+def test_forward_without_gradient_gives_the_same_spikes(numba_scan, monkeypatch):
+    monkeypatch.setenv("LEAKLIB_NUMBA", numba_scan)
+    gen = torch.Generator().manual_seed(6)
+    currents = (torch.rand(15, 4, 7, generator=gen) * 1.2).requires_grad_()
+    kwargs = dict(leak_grad="detached", correction="lee2020")
+    with_grad = lif_multistep(currents, 10.0, **kwargs)
+    with torch.no_grad():
+        without = lif_multistep(currents, 10.0, **kwargs)
+    assert torch.equal(with_grad.detach(), without)
+    assert with_grad.grad_fn is not None and without.grad_fn is None
+    assert len(with_grad.grad_fn.saved_tensors) == 2  # spikes and the leak correction, for the backward
+
+
 @pytest.mark.parametrize("beta", [1.0, math.exp(-1 / 30), math.exp(-0.5), 0.1])
 @pytest.mark.parametrize("shape", [(1, 4), (25, 3, 5), (16, 2, 2, 3, 3)])
 def test_scan_backward_loop_equals_closed_form(beta, shape):

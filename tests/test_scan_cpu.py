@@ -433,3 +433,19 @@ def test_channels_last_currents_scanned_in_their_layout(dtype):
         grad = scan_cpu.scan_backward(spikes, grad_in, 1.0, 2.0, corr_in)
         assert grad.stride() == stored.stride()
         assert torch.equal(grad, reference)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_forward_out_writes_the_reference_spikes_in_the_dtype(channels_last, dtype):
+    beta = _beta(5.0)
+    currents = _currents((30, 2, 3, 4, 4), dtype, seed=23)
+    stored = _channels_last(currents) if channels_last else currents
+    expected = ref_forward(currents, beta, 1.0)
+    for keep in (True, False):
+        out, spikes, count, trace = scan_cpu.scan_forward_out(stored, beta, 1.0, keep_spikes=keep)
+        assert out.dtype == dtype and out.stride() == stored.stride()
+        assert torch.equal(out, expected)
+        assert torch.equal(count, expected.sum(0))
+        assert torch.equal(trace, scan_cpu.scan_forward(currents, beta, 1.0)[2])
+        assert (spikes is None) if not keep else torch.equal(spikes, expected.bool())
