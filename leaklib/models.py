@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .neurons import LIFNeuron, decay, decay_factor, leaky_integrate
+from .neurons import LIFNeuron, decay, decay_factor, leaky_integrate, lif_pool_available, lif_pool_multistep
 
 __all__ = [
     "ARCHITECTURES",
@@ -189,6 +189,14 @@ class Block(nn.Module):
             rec.pool_counts.append(None)
         return self._map(flat).unflatten(0, (num_steps, batch))
 
+    def forward_pooled(self, pooled: torch.Tensor, rec: Record | None = None,
+                       pool_counts: torch.Tensor | None = None) -> torch.Tensor:
+        """Currents ``[T, B, *out_shape]`` from the spikes of this block's pooling neurons (a fused scan below)."""
+        num_steps, batch = pooled.shape[:2]
+        if rec is not None:
+            rec.pool_counts.append(pool_counts)
+        return self._map(pooled.flatten(0, 1)).unflatten(0, (num_steps, batch))
+
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """Currents ``[B, *out_shape]`` of one time step (Algorithm 2 step by step; pooling neurons keep state)."""
         if self.pool > 1:
@@ -312,26 +320,56 @@ class SNN(nn.Module):
         rec = Record(num_steps=num_steps, counts_only=record == "counts") if record else None
         full = rec is not None and not rec.counts_only
         x = spikes
+        pooled = None  # (pooling neurons' spikes, their counts, input counts) when the scan below pooled
         for index, block in enumerate(self.blocks):
-            if full:
-                rec.input_counts.append(x.detach().abs().sum(0))  # type: ignore[union-attr]
-            currents = block(x, rec if full else None)
+            if pooled is not None:
+                x, pool_counts, input_counts = pooled
+                if full:
+                    rec.input_counts.append(input_counts)  # type: ignore[union-attr]
+                currents = block.forward_pooled(x, rec if full else None, pool_counts)
+            else:
+                if full:
+                    rec.input_counts.append(x.detach().abs().sum(0))  # type: ignore[union-attr]
+                currents = block(x, rec if full else None)
             if index == len(self.neurons):
                 if full:
                     rec.output_currents = currents.detach()  # type: ignore[union-attr]
                 return self._readout(currents, rec)
             if full:
                 rec.current_norms.append(currents.detach().flatten(2).norm(dim=2))  # type: ignore[union-attr]
-            x = self.neurons[index](currents, masks[index])
+            pooled = self._pool_fused(index, currents, masks[index])
+            if pooled is not None:
+                counts = pooled[2]
+            else:
+                x = self.neurons[index](currents, masks[index])
+                counts = x.detach().sum(0) if full else None
             if rec is not None:
                 if full:
-                    rec.spike_counts.append(x.detach().sum(0))
-                    rec.spike_totals.append(rec.spike_counts[-1].sum())
+                    rec.spike_counts.append(counts)
+                    rec.spike_totals.append(counts.sum())  # type: ignore[union-attr]
                 else:
-                    rec.spike_totals.append(x.detach().sum())
+                    rec.spike_totals.append(x.detach().sum() if counts is None else counts.sum())
             if masks[index] is not None:
                 x = x * masks[index]
         raise AssertionError("unreachable: the last block is the output layer")
+
+    def _pool_fused(self, index: int, currents: torch.Tensor, mask: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Hidden layer ``index``, the next block's 2x2 pooling and its pooling neurons as one CPU scan.
+
+        Returns the pooling neurons' spikes, their counts and the layer's counts over T, or None where
+        the fused scan does not apply (no spiking 2x2 pooling next, a dropout mask, CUDA, no numba,
+        the per-step method): then the layers run one after the other, with the same numbers.
+        """
+        neuron, nxt = self.neurons[index], self.blocks[index + 1]
+        pool_neuron = nxt.pool_neuron
+        if (pool_neuron is None or nxt.pool != 2 or mask is not None or neuron.method != "fused"
+                or pool_neuron.method != "fused" or not lif_pool_available(currents)):
+            return None
+        spikes, counts, pool_counts = lif_pool_multistep(
+            currents, neuron.tau_m, neuron.v_th, neuron.eps, leak_grad=neuron.leak_grad, correction=neuron.correction,
+            grad_scale=neuron.grad_scale, pool_v_th=pool_neuron.v_th, pool_grad_scale=pool_neuron.scale, pool_channels_last=not nxt.flatten)
+        return spikes, pool_counts, counts
 
     def _readout(self, currents: torch.Tensor, rec: Record | None) -> torch.Tensor | tuple[torch.Tensor, Record]:
         prediction = leaky_integrate(currents, self.tau_m, self.leak_grad) / currents.shape[0]  # type: ignore[arg-type]

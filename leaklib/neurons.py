@@ -66,6 +66,9 @@ __all__ = [
     "LIFNeuron",
     "SpikeFunction",
     "LIFScan",
+    "LIFPoolScan",
+    "lif_pool_available",
+    "lif_pool_multistep",
 ]
 
 LeakGrad = Literal["detached", "exact"]
@@ -207,6 +210,40 @@ class LIFScan(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None
 
 
+class LIFPoolScan(torch.autograd.Function):
+    """A layer of IF/LIF neurons, 2x2 average pooling of its spikes and [21]'s pooling neurons in one CPU scan.
+
+    Forward ``currents [T, B, C, H, W]`` -> the pooling neurons' spikes ``[T, B, C, H/2, W/2]``,
+    plus the spike counts of both layers (not differentiable); the same numbers as
+    :class:`LIFScan`, ``F.avg_pool2d(., 2)`` and a second :class:`LIFScan` (IF, threshold
+    ``pool_v_th``, surrogate factor ``pool_scale``, no correction), without materialising the
+    layer's spikes or the averages (:func:`leaklib.scan_cpu.scan_pool_forward`).
+    """
+
+    @staticmethod
+    def forward(ctx, currents: torch.Tensor, beta: float, v_th: float, scale: float, grad_beta: float,  # type: ignore[override]
+                correction: bool, pool_v_th: float, pool_scale: float, pool_channels_last: bool,
+                for_backward: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from . import scan_cpu
+
+        out, fired, pool_fired, count, trace, pool_count = scan_cpu.scan_pool_forward(
+            currents, beta, v_th, pool_v_th, for_backward, pool_channels_last)
+        if for_backward:
+            corr = leak_correction(trace, count, beta) if correction else None
+            ctx.save_for_backward(fired, pool_fired, corr)
+            ctx.scale, ctx.grad_beta, ctx.pool_scale = scale, grad_beta, pool_scale
+        ctx.mark_non_differentiable(count, pool_count)
+        return out, count, pool_count
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor, _count: torch.Tensor, _pool_count: torch.Tensor):  # type: ignore[override]
+        from . import scan_cpu
+
+        fired, pool_fired, corr = ctx.saved_tensors
+        grad = scan_cpu.scan_pool_backward(fired, pool_fired, grad_out, ctx.grad_beta, ctx.scale, corr, ctx.pool_scale)
+        return grad, None, None, None, None, None, None, None, None, None
+
+
 def _scan_forward_torch(currents: torch.Tensor, beta: float, v_th: float,
                         with_trace: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Spikes ``[T, ...]`` (in the currents' dtype) and, if asked, the leaky trace, as a few torch ops per step."""
@@ -320,6 +357,37 @@ def lif_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, eps: 
 def _for_backward(currents: torch.Tensor) -> bool:
     """Whether a backward pass can follow (else the scans keep nothing for it)."""
     return torch.is_grad_enabled() and currents.requires_grad
+
+
+def lif_pool_available(currents: torch.Tensor) -> bool:
+    """Whether :func:`lif_pool_multistep` can run on these currents (CPU, numba, float32/64, ``[T, B, C, H, W]``)."""
+    return (not currents.is_cuda and currents.dtype in (torch.float32, torch.float64) and currents.dim() == 5
+            and currents.shape[-1] % 2 == 0 and currents.shape[-2] % 2 == 0 and _cpu_kernels() is not None)
+
+
+def lif_pool_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, eps: float = 0.0, *,
+                       leak_grad: LeakGrad = "exact", correction: Correction = "none", grad_scale: float | None = None,
+                       pool_v_th: float = 0.75, pool_grad_scale: float = 1.0, pool_channels_last: bool = True
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """IF/LIF neurons (as :func:`lif_multistep`), 2x2 average pooling, then [21]'s pooling neurons, fused (CPU).
+
+    Returns ``(pool_spikes, counts, pool_counts)``: the pooling neurons' spikes ``[T, B, C, H/2,
+    W/2]`` (channels-last memory unless ``pool_channels_last=False``) and, without gradient, the
+    spike counts over T of the layer ``[B, C, H, W]`` and of the pooling neurons. The pooling
+    neurons are non-leaky, threshold ``pool_v_th``, reset to 0, surrogate factor
+    ``pool_grad_scale``. Needs numba (:func:`lif_pool_available`); no dropout mask.
+    """
+    if not lif_pool_available(currents):
+        raise ValueError(f"lif_pool_multistep needs float32/64 CPU currents [T, B, C, H, W] with even H, W and "
+                         f"numba; got {tuple(currents.shape)} {currents.dtype} on {currents.device}")
+    beta = decay_factor(tau_m)
+    scale = _grad_scale(v_th, eps, grad_scale)
+    pool_scale = _grad_scale(pool_v_th, 0.0, pool_grad_scale)
+    _check_choice("leak_grad", leak_grad, LEAK_GRADS)
+    _check_choice("correction", correction, CORRECTIONS)
+    grad_beta = beta if leak_grad == "exact" else 1.0
+    return LIFPoolScan.apply(currents, beta, float(v_th), scale, grad_beta, correction == "lee2020", float(pool_v_th),
+                             pool_scale, bool(pool_channels_last), _for_backward(currents))
 
 
 @torch.no_grad()

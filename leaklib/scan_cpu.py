@@ -34,7 +34,14 @@ single-threaded (one process per core trains best on a small shared CPU; see
 (numba's ``cache=True``: next to this file, else in the user cache directory); where no cache
 directory is writable the kernels are compiled in memory only.
 
-Tensors are shared with numpy without copies (``.numpy()`` on contiguous CPU tensors); a
+Fused pooling. :func:`scan_pool_forward` / :func:`scan_pool_backward` run a layer, the 2x2
+average pooling of its spikes and the non-leaky pooling neurons of Lee et al. 2020 in one scan,
+so that neither the layer's float spikes nor the averages are written out; the numbers are those
+of the three steps run one after the other (tests).
+
+Tensors are shared with numpy without copies (``.numpy()`` on contiguous CPU tensors). Currents
+``[T, B, C, H, W]`` stored channels-last (NHWC per step, what a channels-last convolution
+writes) are scanned in that memory order and the results keep the layout; any other
 non-contiguous input is made contiguous first.
 """
 
@@ -47,7 +54,8 @@ import warnings
 import numpy as np
 import torch
 
-__all__ = ["available", "scan_forward", "scan_backward", "scan_forward_out"]
+__all__ = ["available", "scan_forward", "scan_backward", "scan_forward_out", "scan_pool_forward",
+           "scan_pool_backward"]
 
 try:  # numba is optional: without it the torch scan of leaklib.neurons is used
     import numba
@@ -124,6 +132,16 @@ if numba is not None:
             _backward_step(spikes[t], grad_out[t], coef, params[0], grad[t + 1], grad[t])
 
 
+    # A layer of neurons whose spikes feed a 2x2 average pooling and a layer of pooling neurons
+    # (non-leaky IF, reset to 0; Lee et al. 2020): one scan does both layers, so that neither the
+    # float spikes of the layer nor the pooled averages are ever written out. The layer's neurons
+    # are in channels-last order (NHWC per step: the four inputs of a pooling window are four
+    # contiguous runs over the channels, so the pooling neurons vectorise over C). Per step: the
+    # layer's step over its neurons (vectorised, as above), then the pooling neurons reading their
+    # windows from the row of uint8 spikes just written (in cache). ``dims = [B, H, W, C, cl]``:
+    # the layer's map and whether the pooling neurons' float spikes are written channels-last (1)
+    # or NCHW (0, e.g. before a fully connected layer); their uint8 copy is always NHWC.
+
     @_njit
     def _forward_step_out(cur_t, spikes_t, out_t, v, count, trace, beta, v_th):  # pragma: no cover - compiled
         for n in range(cur_t.shape[0]):
@@ -143,9 +161,133 @@ if numba is not None:
         for t in range(cur.shape[0]):
             _forward_step_out(cur[t], spikes[min(t, last)], out[t], v, count, trace, params[0], params[1])
 
-    _DISPATCHERS = (_forward_step, _forward_kernel, _backward_step, _backward_kernel, _forward_step_out,
-                    _forward_out_kernel)
+    # LLVM vectorises a loop only if it can check at run time that its arrays do not overlap, and
+    # it gives up beyond a few arrays: each loop below touches at most four, so the pooling runs
+    # in three passes per step (4x faster than one loop doing it all, measured).
 
+    @_njit
+    def _pool_gather(spikes_t, dims, pooled):  # pragma: no cover - compiled
+        """2x2 averages of the uint8 spikes ``spikes_t`` (NHWC) into ``pooled`` (NHWC): (o00+o01+o10+o11)/4."""
+        batch, height, width, channels = dims[0], dims[1], dims[2], dims[3]
+        h2, w2 = height // 2, width // 2
+        quarter = pooled.dtype.type(0.25)
+        for b in range(batch):
+            for i in range(h2):
+                for j in range(w2):
+                    a = ((b * height + 2 * i) * width + 2 * j) * channels  # window's top-left input
+                    d = a + width * channels                              # its bottom-left input
+                    k = ((b * h2 + i) * w2 + j) * channels                # pooling neuron
+                    # slices, not indices into one array: the vectoriser checks four short rows
+                    s00, s01 = spikes_t[a:a + channels], spikes_t[a + channels:a + 2 * channels]
+                    s10, s11 = spikes_t[d:d + channels], spikes_t[d + channels:d + 2 * channels]
+                    out = pooled[k:k + channels]
+                    for c in range(channels):  # exact for 0/1 spikes, as _AvgPool2x2's adds
+                        out[c] = (quarter * s00[c] + quarter * s01[c]) + (quarter * s10[c] + quarter * s11[c])
+
+    @_njit
+    def _if_step(cur_t, spikes_t, out_t, v, count, v_th):  # pragma: no cover - compiled
+        """One step of non-leaky IF neurons (beta = 1) reset to 0, writing uint8 and float spikes."""
+        one = v.dtype.type(1.0)
+        for n in range(cur_t.shape[0]):
+            u = v[n] + cur_t[n]
+            fired = u > v_th
+            spikes_t[n] = fired
+            out_t[n] = fired
+            v[n] = u * (one - one * fired)
+            count[n] += fired
+
+    @_njit
+    def _to_nchw(row, dims, out_t):  # pragma: no cover - compiled
+        """A pooled NHWC row written in NCHW order (before a fully connected layer)."""
+        batch, h2, w2, channels = dims[0], dims[1] // 2, dims[2] // 2, dims[3]
+        for b in range(batch):
+            for i in range(h2):
+                for j in range(w2):
+                    k = ((b * h2 + i) * w2 + j) * channels
+                    o = (b * channels * h2 + i) * w2 + j
+                    for c in range(channels):
+                        out_t[o + c * h2 * w2] = row[k + c]
+
+    @_njit
+    def _from_nchw(grad_t, dims, row):  # pragma: no cover - compiled
+        """Inverse of ``_to_nchw``."""
+        batch, h2, w2, channels = dims[0], dims[1] // 2, dims[2] // 2, dims[3]
+        for b in range(batch):
+            for i in range(h2):
+                for j in range(w2):
+                    k = ((b * h2 + i) * w2 + j) * channels
+                    o = (b * channels * h2 + i) * w2 + j
+                    for c in range(channels):
+                        row[k + c] = grad_t[o + c * h2 * w2]
+
+    @_njit
+    def _pool_forward_kernel(cur, params, dims, spikes, pool_spikes, pool_out, count, trace,
+                             pool_count):  # pragma: no cover - compiled
+        """``params = [beta, v_th, pool_v_th]``; ``spikes``/``pool_spikes`` may be one row (reused)."""
+        n_pool = pool_out.shape[1]
+        v = np.zeros(cur.shape[1], cur.dtype)
+        vp = np.zeros(n_pool, cur.dtype)
+        pooled = np.empty(n_pool, cur.dtype)
+        row = np.empty(n_pool, cur.dtype)
+        last, pool_last = spikes.shape[0] - 1, pool_spikes.shape[0] - 1
+        for t in range(cur.shape[0]):
+            spikes_t = spikes[min(t, last)]
+            _forward_step(cur[t], spikes_t, v, count, trace, params[0], params[1])
+            _pool_gather(spikes_t, dims, pooled)
+            if dims[4]:
+                _if_step(pooled, pool_spikes[min(t, pool_last)], pool_out[t], vp, pool_count, params[2])
+            else:
+                _if_step(pooled, pool_spikes[min(t, pool_last)], row, vp, pool_count, params[2])
+                _to_nchw(row, dims, pool_out[t])
+
+    @_njit
+    def _pool_spread(gp, dims, grad_up):  # pragma: no cover - compiled
+        """A quarter of each pooling neuron's input gradient ``gp`` to each of its four inputs (NHWC)."""
+        batch, height, width, channels = dims[0], dims[1], dims[2], dims[3]
+        h2, w2 = height // 2, width // 2
+        quarter = gp.dtype.type(0.25)
+        for b in range(batch):
+            for i in range(h2):
+                for j in range(w2):
+                    a = ((b * height + 2 * i) * width + 2 * j) * channels
+                    d = a + width * channels
+                    k = ((b * h2 + i) * w2 + j) * channels
+                    g_k = gp[k:k + channels]
+                    g00, g01 = grad_up[a:a + channels], grad_up[a + channels:a + 2 * channels]
+                    g10, g11 = grad_up[d:d + channels], grad_up[d + channels:d + 2 * channels]
+                    for c in range(channels):
+                        g = g_k[c] * quarter
+                        g00[c] = g
+                        g01[c] = g
+                        g10[c] = g
+                        g11[c] = g
+
+    @_njit
+    def _pool_backward_kernel(spikes, pool_spikes, grad_pool, coef, params, dims, grad):  # pragma: no cover
+        """``params = [grad_beta, pool_scale]``: BPTT through the pooling neurons, the pooling and the layer."""
+        n_pool = pool_spikes.shape[1]
+        last = grad.shape[0] - 1
+        gp = np.zeros(n_pool, grad.dtype)          # pooling neurons' dL/dI at t
+        gp_next = np.zeros(n_pool, grad.dtype)     # ... at t + 1 (two buffers: in place would not vectorise)
+        pool_coef = np.full(n_pool, params[1], grad.dtype)
+        row = np.empty(n_pool, grad.dtype)
+        grad_up = np.empty(grad.shape[1], grad.dtype)
+        zeros = np.zeros(grad.shape[1], grad.dtype)
+        one = grad.dtype.type(1.0)
+        for t in range(last, -1, -1):
+            if dims[4]:
+                g_t = grad_pool[t]
+            else:
+                _from_nchw(grad_pool[t], dims, row)
+                g_t = row
+            _backward_step(pool_spikes[t], g_t, pool_coef, one, gp_next, gp)  # IF: grad_beta = 1
+            _pool_spread(gp, dims, grad_up)
+            gp, gp_next = gp_next, gp
+            _backward_step(spikes[t], grad_up, coef, params[0], zeros if t == last else grad[t + 1], grad[t])
+
+    _DISPATCHERS = (_forward_step, _forward_kernel, _backward_step, _backward_kernel, _forward_step_out,
+                    _forward_out_kernel, _pool_gather, _if_step, _to_nchw, _from_nchw, _pool_forward_kernel,
+                    _pool_spread, _pool_backward_kernel)
 
 
 def _require_numba() -> None:
@@ -321,3 +463,95 @@ def scan_forward_out(currents: torch.Tensor, beta: float, v_th: float, keep_spik
     kept = _from_2d(spikes.view(torch.bool), shape, cl) if keep_spikes else None
     return (_from_2d(out, shape, cl), kept, _from_2d(count.view(1, -1), shape, cl)[0],
             _from_2d(trace.view(1, -1), shape, cl)[0])
+
+
+def _check_pool_map(name: str, x: torch.Tensor) -> None:
+    if x.dim() != 5 or x.shape[-1] % 2 or x.shape[-2] % 2:
+        raise ValueError(f"{name} must have shape [T, B, C, H, W] with even H and W (2x2 pooling), "
+                         f"got {tuple(x.shape)}")
+
+
+def _pool_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(shape[:-2]) + (shape[-2] // 2, shape[-1] // 2)
+
+
+def scan_pool_forward(currents: torch.Tensor, beta: float, v_th: float, pool_v_th: float,
+                      keep_spikes: bool = True, pool_channels_last: bool = True
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor,
+                                 torch.Tensor, torch.Tensor]:
+    """IF/LIF neurons driven by ``currents [T, B, C, H, W]``, 2x2 average pooling of their spikes, pooling neurons.
+
+    The pooling neurons (Lee et al. 2020) are non-leaky IF neurons with threshold ``pool_v_th``,
+    reset to 0, driven by the 2x2 averages ``(o00 + o01 + o10 + o11) / 4`` of the layer's spikes.
+    Returns ``(pool_out, spikes, pool_spikes, count, trace, pool_count)``: ``pool_out`` the pooling
+    neurons' spikes ``[T, B, C, H/2, W/2]`` in ``currents``' dtype (channels-last, or contiguous
+    with ``pool_channels_last=False``); ``spikes`` and ``pool_spikes`` as ``torch.bool`` for the
+    backward, or None with ``keep_spikes=False``; ``count``/``trace`` of the layer as
+    :func:`scan_forward`; ``pool_count`` the pooling neurons' spike counts. The same numbers as
+    :func:`scan_forward`, 2x2 averaging and a second :func:`scan_forward` (IF, ``pool_v_th``).
+    The scan runs over channels-last currents; others are copied to that layout first.
+    """
+    _require_numba()
+    _check_tensor("currents", currents)
+    _check_time_major("currents", currents)
+    _check_pool_map("currents", currents)
+    beta, v_th = _check_beta_threshold(beta, v_th)
+    _, pool_v_th = _check_beta_threshold(1.0, pool_v_th)
+    cur = _as_2d(currents, True)
+    num_steps, n_neurons = cur.shape
+    shape = tuple(currents.shape)
+    pool_shape = _pool_shape(shape)
+    n_pool = n_neurons // 4
+    rows = num_steps if keep_spikes else 1
+    spikes = torch.empty((rows, n_neurons), dtype=torch.uint8)
+    pool_spikes = torch.empty((rows, n_pool), dtype=torch.uint8)
+    pool_out = torch.empty((num_steps, n_pool), dtype=cur.dtype)
+    count = torch.zeros(n_neurons, dtype=cur.dtype)
+    trace = torch.zeros(n_neurons, dtype=cur.dtype)
+    pool_count = torch.zeros(n_pool, dtype=cur.dtype)
+    if n_neurons > 0:
+        params = np.array([beta, v_th, pool_v_th], dtype=cur.numpy().dtype)
+        _, batch, channels, height, width = shape
+        dims = np.array([batch, height, width, channels, int(pool_channels_last)], dtype=np.int64)
+        _run(_pool_forward_kernel, cur.numpy(), params, dims, spikes.numpy(), pool_spikes.numpy(),
+             pool_out.numpy(), count.numpy(), trace.numpy(), pool_count.numpy())
+    kept = ((_from_2d(spikes.view(torch.bool), shape, True), _from_2d(pool_spikes.view(torch.bool), pool_shape, True))
+            if keep_spikes else (None, None))
+    return (_from_2d(pool_out, pool_shape, pool_channels_last), *kept, _from_2d(count.view(1, -1), shape, True)[0],
+            _from_2d(trace.view(1, -1), shape, True)[0], _from_2d(pool_count.view(1, -1), pool_shape, True)[0])
+
+
+def scan_pool_backward(spikes_bool: torch.Tensor, pool_spikes_bool: torch.Tensor, grad_pool: torch.Tensor,
+                       grad_beta: float, scale: float, corr: torch.Tensor | None,
+                       pool_scale: float = 1.0) -> torch.Tensor:
+    """``dL/dI [T, B, C, H, W]`` (channels-last) of :func:`scan_pool_forward` from ``grad_pool = dL/d pool_out``.
+
+    BPTT through the pooling neurons (surrogate factor ``pool_scale``, no leak), the 2x2 average
+    (a quarter of each window's gradient to each of its four inputs) and the layer (as
+    :func:`scan_backward` with ``grad_beta``, ``scale`` and the per-neuron ``corr``).
+    """
+    _require_numba()
+    _check_tensor("spikes_bool", spikes_bool, (torch.bool,))
+    _check_tensor("pool_spikes_bool", pool_spikes_bool, (torch.bool,))
+    _check_tensor("grad_pool", grad_pool)
+    _check_time_major("spikes_bool", spikes_bool)
+    _check_pool_map("spikes_bool", spikes_bool)
+    shape = tuple(spikes_bool.shape)
+    pool_shape = _pool_shape(shape)
+    if tuple(pool_spikes_bool.shape) != pool_shape or tuple(grad_pool.shape) != pool_shape:
+        raise ValueError(f"pool_spikes_bool and grad_pool must have shape {pool_shape}, got "
+                         f"{tuple(pool_spikes_bool.shape)} and {tuple(grad_pool.shape)}")
+    grad_beta, scale, pool_scale = _check_finite(grad_beta=grad_beta, scale=scale, pool_scale=pool_scale)
+    g, grad_cl = _layout(grad_pool)
+    spk = _as_2d(spikes_bool, True).view(torch.uint8)
+    pool_spk = _as_2d(pool_spikes_bool, True).view(torch.uint8)
+    num_steps, n_neurons = spk.shape
+    coef = _coef(corr, scale, shape, n_neurons, g.dtype, True)
+    grad = torch.empty((num_steps, n_neurons), dtype=g.dtype)
+    if n_neurons > 0:
+        params = np.array([grad_beta, pool_scale], dtype=g.numpy().dtype)
+        _, batch, channels, height, width = shape
+        dims = np.array([batch, height, width, channels, int(grad_cl)], dtype=np.int64)
+        _run(_pool_backward_kernel, spk.numpy(), pool_spk.numpy(), g.numpy(), coef.numpy(), params, dims,
+             grad.numpy())
+    return _from_2d(grad, shape, True)

@@ -413,3 +413,46 @@ def test_fast_2x2_pooling_equals_avg_pool2d_in_values_and_gradients():
     (out_fast * g).sum().backward()
     (out_ref * g).sum().backward()
     assert torch.allclose(a.grad, b.grad, atol=1e-14)
+
+
+@pytest.mark.parametrize("record", [False, "counts", "full"])
+@pytest.mark.parametrize("grad", [True, False])
+def test_fused_pooling_scan_equals_layers_run_one_by_one(grad, record, monkeypatch):
+    """The CPU scan that fuses a layer, the next 2x2 pooling and its pooling neurons changes no number."""
+    import leaklib.models as models
+
+    pytest.importorskip("numba")
+    torch.manual_seed(12)
+    net = SNN(ARCHITECTURES["digits"], 30.0, init_gain=3.0)  # [21]'s semantics: spiking pooling
+    spikes = _spikes((5,) + net.input_shape, seed=13, num_steps=20)
+    target = torch.eye(10)[[0, 1, 2, 3, 4]]
+    results, calls = [], []
+    fused_scan = models.lif_pool_multistep
+    monkeypatch.setattr(models, "lif_pool_multistep", lambda *a, **k: calls.append(1) or fused_scan(*a, **k))
+    for fused in (True, False):
+        if not fused:
+            assert len(calls) == 2  # both poolings of the digits net ran fused
+            monkeypatch.setattr(models, "lif_pool_available", lambda currents: False)
+        net.zero_grad()
+        with torch.set_grad_enabled(grad):
+            out = net(spikes, record=record) if record else net(spikes)
+        pred, rec = out if record else (out, None)
+        if grad:
+            (0.5 * ((pred - target) ** 2).sum(1).mean()).backward()
+        results.append((pred.detach(), rec, [None if p.grad is None else p.grad.clone() for p in net.parameters()]))
+    (pred_a, rec_a, grads_a), (pred_b, rec_b, grads_b) = results
+    assert torch.equal(pred_a, pred_b)
+    for a, b in zip(grads_a, grads_b):
+        assert (a is None) == (b is None) == (not grad)
+        if grad:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    if record:
+        assert [t.item() for t in rec_a.spike_totals] == [t.item() for t in rec_b.spike_totals]
+        assert all(t > 0 for t in rec_a.spike_totals)
+    if record == "full":
+        for name in ("spike_counts", "input_counts", "pool_counts", "current_norms"):
+            for a, b in zip(getattr(rec_a, name), getattr(rec_b, name)):
+                assert (a is None) == (b is None), name
+                if a is not None:
+                    assert torch.equal(a, b), name
+        assert torch.equal(rec_a.output_currents, rec_b.output_currents)
