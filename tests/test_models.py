@@ -456,3 +456,41 @@ def test_fused_pooling_scan_equals_layers_run_one_by_one(grad, record, monkeypat
                 if a is not None:
                     assert torch.equal(a, b), name
         assert torch.equal(rec_a.output_currents, rec_b.output_currents)
+
+
+_FAULTS_SCRIPT = """
+import resource, sys, torch
+from leaklib.models import SNN
+if sys.argv[1] == "forward":  # the first CPU forward tunes malloc (unless LEAKLIB_MALLOPT=0)
+    SNN("4x4x1-2C3-2o", 30.0)(torch.zeros(2, 1, 1, 4, 4))
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.ones(4 << 20).sum()  # 16 MiB, allocated and freed once before counting
+before = faults()
+for _ in range(10):
+    torch.ones(4 << 20).sum()
+print(faults() - before)
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc malloc")
+def test_cpu_forward_keeps_freed_memory_for_reuse():
+    """After an SNN forward on the CPU, a freed 16 MiB block is reused: no page faults to map it again."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    counts = {}
+    for label, arg, env in (("tuned", "forward", {}), ("off", "forward", {"LEAKLIB_MALLOPT": "0"}),
+                            ("untouched", "none", {})):
+        full_env = {k: v for k, v in os.environ.items() if k != "LEAKLIB_MALLOPT"}
+        full_env.update(PYTHONPATH=str(root), OMP_NUM_THREADS="1", **env)
+        result = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, arg], env=full_env, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        counts[label] = int(result.stdout.strip().splitlines()[-1])
+    if counts["untouched"] < 1000:
+        pytest.skip(f"this malloc does not unmap freed 16 MiB blocks ({counts})")
+    assert counts["tuned"] < 100 <= counts["off"], counts
