@@ -494,3 +494,37 @@ def test_cpu_forward_keeps_freed_memory_for_reuse():
     if counts["untouched"] < 1000:
         pytest.skip(f"this malloc does not unmap freed 16 MiB blocks ({counts})")
     assert counts["tuned"] < 100 <= counts["off"], counts
+
+
+@pytest.mark.parametrize("record", [False, "counts", "full"])
+def test_eval_forward_in_slices_equals_one_pass(record, monkeypatch):
+    """Without gradient the CPU runs a large batch in slices; every number is the one-pass number."""
+    import leaklib.models as models
+
+    torch.manual_seed(14)
+    net = SNN(ARCHITECTURES["digits"], 30.0, init_gain=3.0).eval()
+    spikes = _spikes((7,) + net.input_shape, seed=15, num_steps=12)
+    with torch.no_grad():
+        whole = net(spikes, record=record)
+        per_image = 12 * 4 * 16 * 8 * 8  # T * float32 bytes * the largest layer (16x8x8)
+        monkeypatch.setattr(models, "EVAL_CHUNK_BYTES", 3 * per_image)
+        assert net._eval_chunk(spikes) == 3  # slices of 3, 3 and 1 images
+        sliced = net(spikes, record=record)
+    with torch.enable_grad():
+        assert net._eval_chunk(spikes) == 7  # with gradient: one pass
+    net.train()
+    with torch.no_grad():
+        assert net._eval_chunk(spikes) == 7  # training mode (dropout draws): one pass
+    if not record:
+        assert torch.equal(whole, sliced)
+        return
+    (pred_a, rec_a), (pred_b, rec_b) = whole, sliced
+    assert torch.equal(pred_a, pred_b)
+    torch.testing.assert_close(torch.stack(rec_a.spike_totals), torch.stack(rec_b.spike_totals), rtol=1e-6, atol=0)
+    if record == "full":
+        for name in ("spike_counts", "input_counts", "pool_counts", "current_norms"):
+            for a, b in zip(getattr(rec_a, name), getattr(rec_b, name), strict=True):
+                assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), name
+        assert torch.equal(rec_a.output_currents, rec_b.output_currents)
+    else:
+        assert rec_b.counts_only and not rec_b.spike_counts
