@@ -437,9 +437,10 @@ def test_channels_last_currents_scanned_in_their_layout(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_forward_out_writes_the_reference_spikes_in_the_dtype(channels_last, dtype):
+@pytest.mark.parametrize("num_steps", [30, 31, 1])
+def test_forward_out_writes_the_reference_spikes_in_the_dtype(num_steps, channels_last, dtype):
     beta = _beta(5.0)
-    currents = _currents((30, 2, 3, 4, 4), dtype, seed=23)
+    currents = _currents((num_steps, 2, 3, 4, 4), dtype, seed=23)
     stored = _channels_last(currents) if channels_last else currents
     expected = ref_forward(currents, beta, 1.0)
     for keep in (True, False):
@@ -488,11 +489,12 @@ def _ref_pool_layer(currents, beta, v_th, pool_v_th, grad_beta, scale, corr, gra
 @pytest.mark.parametrize("tau_m, exact_leak", [(30.0, False), (5.0, True), (math.inf, False)])
 @pytest.mark.parametrize("pool_channels_last", [True, False])
 @pytest.mark.parametrize("input_channels_last", [True, False])
-def test_pool_scan_equals_layer_pooling_and_pooling_neurons(input_channels_last, pool_channels_last, tau_m,
-                                                           exact_leak, dtype, rtol):
+@pytest.mark.parametrize("num_steps", [25, 24])  # the scans take two steps at a time: odd and even T
+def test_pool_scan_equals_layer_pooling_and_pooling_neurons(num_steps, input_channels_last, pool_channels_last,
+                                                           tau_m, exact_leak, dtype, rtol):
     beta = _beta(tau_m)
     grad_beta = beta if exact_leak else 1.0
-    shape = (25, 2, 3, 6, 4)
+    shape = (num_steps, 2, 3, 6, 4)
     currents = (_currents(shape, torch.float64, seed=31) + 0.25).to(dtype)
     g = torch.Generator().manual_seed(32)
     pool_shape = shape[:3] + (3, 2)
