@@ -55,11 +55,13 @@ def export(rev: str, name: str, into: Path) -> Path:
 class Version:
     """One exported leaklib: a network of the quick profile, its optimiser and a data stream."""
 
-    def __init__(self, package: str, tau_m: float, batch: int, num_steps: int, seed: int) -> None:
+    def __init__(self, package: str, tau_m: float, batch: int, num_steps: int, seed: int,
+                 overrides: list[str] | None = None) -> None:
         self.train = importlib.import_module(f"{package}.train")
         profiles = importlib.import_module(f"{package}.profiles")
         data = importlib.import_module(f"{package}.data")
-        profile = profiles.get_profile("quick", batch_size=batch, num_steps=num_steps)
+        extra = profiles.parse_overrides(overrides) if overrides else {}
+        profile = profiles.get_profile("quick", batch_size=batch, num_steps=num_steps, **extra)
         self.config = self.train.RunConfig(profile, "digits", tau_m, seed)
         self.profile = profile
         train_data = data.load_dataset("digits", "train")
@@ -159,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval", action="store_true", help="time the eval forward (no_grad) per image instead")
     parser.add_argument("--eval-batch", type=int, default=360)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="quick-profile overrides, e.g. pooling=average dropout=0.2")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -166,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         export(args.a, "leaklib_a", Path(tmp))
         export(args.b, "leaklib_b", Path(tmp))
         sys.path.insert(0, tmp)
-        versions = [Version(p, args.tau, args.batch, args.num_steps, args.seed) for p in ("leaklib_a", "leaklib_b")]
-        print(f"# A={args.a} B={args.b}: digits net, T={args.num_steps}, batch {args.batch}, tau_m={args.tau:g}, "
+        versions = [Version(p, args.tau, args.batch, args.num_steps, args.seed, args.overrides)
+                    for p in ("leaklib_a", "leaklib_b")]
+        print(f"# A={args.a} B={args.b}: digits net{' ' + ' '.join(args.overrides) if args.overrides else ''}, "
+              f"T={args.num_steps}, batch {args.batch}, tau_m={args.tau:g}, "
               f"{args.threads} thread(s), load average {os.getloadavg()[0]:.2f}", flush=True)
         if not args.eval:
             print("# " + check_same(*versions, seed=args.seed), flush=True)

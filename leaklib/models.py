@@ -190,7 +190,9 @@ class Block(nn.Module):
             weight.normal_(0.0, init_gain / math.sqrt(fan_in))
 
     def _avg_pool(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pool == 2 and not x.is_cuda:
+        # NCHW on the CPU: two strided adds (1.2-1.9x faster fwd+bwd than avg_pool2d on these maps);
+        # channels-last (what the CPU convolutions write): avg_pool2d's own kernels, 3-6x faster
+        if self.pool == 2 and not x.is_cuda and x.is_contiguous():
             return _AvgPool2x2.apply(x)
         return F.avg_pool2d(x, self.pool)
 
