@@ -363,8 +363,9 @@ class SNN(nn.Module):
         for index, block in enumerate(self.blocks):
             if pooled is not None:
                 x, pool_counts, input_counts = pooled
-                if full:
-                    rec.input_counts.append(input_counts)  # type: ignore[union-attr]
+                if full:  # |o * m| summed over T: the counts times the dropout mask
+                    mask = masks[index - 1]
+                    rec.input_counts.append(input_counts if mask is None else input_counts * mask)  # type: ignore[union-attr]
                 currents = block.forward_pooled(x, rec if full else None, pool_counts)
             else:
                 if full:
@@ -377,7 +378,7 @@ class SNN(nn.Module):
             if full:
                 rec.current_norms.append(currents.detach().flatten(2).norm(dim=2))  # type: ignore[union-attr]
             pooled = self._pool_fused(index, currents, masks[index])
-            if pooled is not None:
+            if pooled is not None:  # the layer's spikes (masked if so) went straight into the pooling
                 counts = pooled[2]
             else:
                 x = self.neurons[index](currents, masks[index])
@@ -388,7 +389,7 @@ class SNN(nn.Module):
                     rec.spike_totals.append(counts.sum())  # type: ignore[union-attr]
                 else:
                     rec.spike_totals.append(x.detach().sum() if counts is None else counts.sum())
-            if masks[index] is not None:
+            if pooled is None and masks[index] is not None:
                 x = x * masks[index]
         raise AssertionError("unreachable: the last block is the output layer")
 
@@ -412,17 +413,19 @@ class SNN(nn.Module):
         """Hidden layer ``index``, the next block's 2x2 pooling and its pooling neurons as one CPU scan.
 
         Returns the pooling neurons' spikes, their counts and the layer's counts over T, or None where
-        the fused scan does not apply (no spiking 2x2 pooling next, a dropout mask, CUDA, no numba,
-        the per-step method): then the layers run one after the other, with the same numbers.
+        the fused scan does not apply (no spiking 2x2 pooling next, CUDA, no numba, the per-step
+        method): then the layers run one after the other, with the same numbers. A dropout mask of
+        the layer is applied inside the scan, before the pooling, as :meth:`forward` applies it.
         """
         neuron, nxt = self.neurons[index], self.blocks[index + 1]
         pool_neuron = nxt.pool_neuron
-        if (pool_neuron is None or nxt.pool != 2 or mask is not None or neuron.method != "fused"
-                or pool_neuron.method != "fused" or not lif_pool_available(currents)):
+        if (pool_neuron is None or nxt.pool != 2 or neuron.method != "fused" or pool_neuron.method != "fused"
+                or not lif_pool_available(currents)):
             return None
         spikes, counts, pool_counts = lif_pool_multistep(
             currents, neuron.tau_m, neuron.v_th, neuron.eps, leak_grad=neuron.leak_grad, correction=neuron.correction,
-            grad_scale=neuron.grad_scale, pool_v_th=pool_neuron.v_th, pool_grad_scale=pool_neuron.scale, pool_channels_last=not nxt.flatten)
+            grad_scale=neuron.grad_scale, pool_v_th=pool_neuron.v_th, pool_grad_scale=pool_neuron.scale,
+            pool_channels_last=not nxt.flatten, mask=mask)
         return spikes, pool_counts, counts
 
     def _readout(self, currents: torch.Tensor, rec: Record | None) -> torch.Tensor | tuple[torch.Tensor, Record]:

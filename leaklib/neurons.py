@@ -223,14 +223,14 @@ class LIFPoolScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, currents: torch.Tensor, beta: float, v_th: float, scale: float, grad_beta: float,  # type: ignore[override]
                 correction: bool, pool_v_th: float, pool_scale: float, pool_channels_last: bool,
-                for_backward: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                for_backward: bool, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from . import scan_cpu
 
         out, fired, pool_fired, count, trace, pool_count = scan_cpu.scan_pool_forward(
-            currents, beta, v_th, pool_v_th, for_backward, pool_channels_last)
+            currents, beta, v_th, pool_v_th, for_backward, pool_channels_last, mask)
         if for_backward:
-            corr = leak_correction(trace, count, beta) if correction else None
-            ctx.save_for_backward(fired, pool_fired, corr)
+            corr = leak_correction(trace, count, beta, mask) if correction else None
+            ctx.save_for_backward(fired, pool_fired, corr, mask)
             ctx.scale, ctx.grad_beta, ctx.pool_scale = scale, grad_beta, pool_scale
         ctx.mark_non_differentiable(count, pool_count)
         return out, count, pool_count
@@ -239,9 +239,10 @@ class LIFPoolScan(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor, _count: torch.Tensor, _pool_count: torch.Tensor):  # type: ignore[override]
         from . import scan_cpu
 
-        fired, pool_fired, corr = ctx.saved_tensors
-        grad = scan_cpu.scan_pool_backward(fired, pool_fired, grad_out, ctx.grad_beta, ctx.scale, corr, ctx.pool_scale)
-        return grad, None, None, None, None, None, None, None, None, None
+        fired, pool_fired, corr, mask = ctx.saved_tensors
+        grad = scan_cpu.scan_pool_backward(fired, pool_fired, grad_out, ctx.grad_beta, ctx.scale, corr, ctx.pool_scale,
+                                           mask)
+        return grad, None, None, None, None, None, None, None, None, None, None
 
 
 def _scan_forward_torch(currents: torch.Tensor, beta: float, v_th: float,
@@ -367,15 +368,18 @@ def lif_pool_available(currents: torch.Tensor) -> bool:
 
 def lif_pool_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, eps: float = 0.0, *,
                        leak_grad: LeakGrad = "exact", correction: Correction = "none", grad_scale: float | None = None,
-                       pool_v_th: float = 0.75, pool_grad_scale: float = 1.0, pool_channels_last: bool = True
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       pool_v_th: float = 0.75, pool_grad_scale: float = 1.0, pool_channels_last: bool = True,
+                       mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """IF/LIF neurons (as :func:`lif_multistep`), 2x2 average pooling, then [21]'s pooling neurons, fused (CPU).
 
     Returns ``(pool_spikes, counts, pool_counts)``: the pooling neurons' spikes ``[T, B, C, H/2,
     W/2]`` (channels-last memory unless ``pool_channels_last=False``) and, without gradient, the
     spike counts over T of the layer ``[B, C, H, W]`` and of the pooling neurons. The pooling
     neurons are non-leaky, threshold ``pool_v_th``, reset to 0, surrogate factor
-    ``pool_grad_scale``. Needs numba (:func:`lif_pool_available`); no dropout mask.
+    ``pool_grad_scale``. ``mask`` ``[B, C, H, W]`` is a dropout mask of the layer's spikes, shared
+    over T, as in :func:`lif_multistep` (it enters the leak correction) and applied before the
+    pooling, as the network applies it; the counts are those of the unmasked spikes. Needs numba
+    (:func:`lif_pool_available`).
     """
     if not lif_pool_available(currents):
         raise ValueError(f"lif_pool_multistep needs float32/64 CPU currents [T, B, C, H, W] with even H, W and "
@@ -386,8 +390,11 @@ def lif_pool_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, 
     _check_choice("leak_grad", leak_grad, LEAK_GRADS)
     _check_choice("correction", correction, CORRECTIONS)
     grad_beta = beta if leak_grad == "exact" else 1.0
+    if mask is not None and tuple(mask.shape) != tuple(currents.shape[1:]):
+        raise ValueError(f"mask must have the shape of one step {tuple(currents.shape[1:])}, got {tuple(mask.shape)}")
     return LIFPoolScan.apply(currents, beta, float(v_th), scale, grad_beta, correction == "lee2020", float(pool_v_th),
-                             pool_scale, bool(pool_channels_last), _for_backward(currents))
+                             pool_scale, bool(pool_channels_last), _for_backward(currents),
+                             None if mask is None else mask.detach())
 
 
 @torch.no_grad()

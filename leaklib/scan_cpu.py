@@ -235,8 +235,32 @@ if numba is not None:
                     s00, s01 = spikes_t[a:a + channels], spikes_t[a + channels:a + 2 * channels]
                     s10, s11 = spikes_t[d:d + channels], spikes_t[d + channels:d + 2 * channels]
                     out = pooled[k:k + channels]
-                    for c in range(channels):  # exact for 0/1 spikes, as _AvgPool2x2's adds
+                    for c in range(channels):  # exact for 0/1 spikes: the order of the adds is free
                         out[c] = (quarter * s00[c] + quarter * s01[c]) + (quarter * s10[c] + quarter * s11[c])
+
+    @_njit
+    def _pool_gather_masked(spikes_t, mask, dims, pooled):  # pragma: no cover - compiled
+        """As ``_pool_gather`` for dropout-masked spikes ``o * m``: ``(((x00 + x01) + x10) + x11) / 4``.
+
+        The order of F.avg_pool2d's sum (bit-identical to pooling the masked spikes with it, also
+        where ``m = 1/keep`` is not a power of two).
+        """
+        batch, height, width, channels = dims[0], dims[1], dims[2], dims[3]
+        h2, w2 = height // 2, width // 2
+        quarter = pooled.dtype.type(0.25)
+        for b in range(batch):
+            for i in range(h2):
+                for j in range(w2):
+                    a = ((b * height + 2 * i) * width + 2 * j) * channels
+                    d = a + width * channels
+                    k = ((b * h2 + i) * w2 + j) * channels
+                    s00, s01 = spikes_t[a:a + channels], spikes_t[a + channels:a + 2 * channels]
+                    s10, s11 = spikes_t[d:d + channels], spikes_t[d + channels:d + 2 * channels]
+                    m00, m01 = mask[a:a + channels], mask[a + channels:a + 2 * channels]
+                    m10, m11 = mask[d:d + channels], mask[d + channels:d + 2 * channels]
+                    out = pooled[k:k + channels]
+                    for c in range(channels):
+                        out[c] = (((m00[c] * s00[c] + m01[c] * s01[c]) + m10[c] * s10[c]) + m11[c] * s11[c]) * quarter
 
     @_njit
     def _if_step(cur_t, spikes_t, out_t, v, count, v_th):  # pragma: no cover - compiled
@@ -275,9 +299,9 @@ if numba is not None:
                         row[k + c] = grad_t[o + c * h2 * w2]
 
     @_njit
-    def _pool_forward_kernel(cur, params, dims, spikes, pool_spikes, pool_out, count, trace,
+    def _pool_forward_kernel(cur, params, dims, mask, spikes, pool_spikes, pool_out, count, trace,
                              pool_count):  # pragma: no cover - compiled
-        """``params = [beta, v_th, pool_v_th]``; ``spikes``/``pool_spikes`` have T rows or two (reused)."""
+        """``params = [beta, v_th, pool_v_th]``; ``mask`` [N] or empty; ``spikes``/``pool_spikes``: T rows or two."""
         n_pool = pool_out.shape[1]
         v = np.zeros(cur.shape[1], cur.dtype)
         vp = np.zeros(n_pool, cur.dtype)
@@ -291,7 +315,10 @@ if numba is not None:
             else:
                 _forward_step(cur[t], spikes[t % rows], v, count, trace, params[0], params[1])
             for step in range(t, min(t + 2, num_steps)):
-                _pool_gather(spikes[step % rows], dims, pooled)
+                if mask.shape[0]:
+                    _pool_gather_masked(spikes[step % rows], mask, dims, pooled)
+                else:
+                    _pool_gather(spikes[step % rows], dims, pooled)
                 if dims[4]:
                     _if_step(pooled, pool_spikes[step % pool_rows], pool_out[step], vp, pool_count, params[2])
                 else:
@@ -326,8 +353,33 @@ if numba is not None:
                             out[c] = coef_s[c] * window[c] * fired + (grad_beta - grad_beta * fired) * next_s[c]
 
     @_njit
-    def _pool_backward_kernel(spikes, pool_spikes, grad_pool, coef, params, dims, grad):  # pragma: no cover
-        """``params = [grad_beta, pool_scale]``: BPTT through the pooling neurons, the pooling and the layer."""
+    def _unpool_backward_step_masked(spikes_t, mask, gp, coef, grad_beta, grad_next, grad_t,
+                                     dims):  # pragma: no cover - compiled
+        """As ``_unpool_backward_step`` with ``dL/do = m * gp/4`` for dropout-masked spikes (``o * m`` pooled)."""
+        batch, height, width, channels = dims[0], dims[1], dims[2], dims[3]
+        h2, w2 = height // 2, width // 2
+        quarter = gp.dtype.type(0.25)
+        window = np.empty(channels, gp.dtype)
+        for b in range(batch):
+            for i in range(h2):
+                for j in range(w2):
+                    k = ((b * h2 + i) * w2 + j) * channels
+                    g_k = gp[k:k + channels]
+                    for c in range(channels):
+                        window[c] = g_k[c] * quarter
+                    a = ((b * height + 2 * i) * width + 2 * j) * channels
+                    for corner in range(4):
+                        s = a + (corner // 2) * width * channels + (corner % 2) * channels
+                        fired_s, coef_s, mask_s = spikes_t[s:s + channels], coef[s:s + channels], mask[s:s + channels]
+                        next_s, out = grad_next[s:s + channels], grad_t[s:s + channels]
+                        for c in range(channels):
+                            fired = fired_s[c]
+                            g = window[c] * mask_s[c]
+                            out[c] = coef_s[c] * g * fired + (grad_beta - grad_beta * fired) * next_s[c]
+
+    @_njit
+    def _pool_backward_kernel(spikes, pool_spikes, grad_pool, coef, params, dims, mask, grad):  # pragma: no cover
+        """``params = [grad_beta, pool_scale]``, ``mask`` [N] or empty: BPTT through pooling neurons, pooling, layer."""
         n_pool = pool_spikes.shape[1]
         last = grad.shape[0] - 1
         gp = np.zeros(n_pool, grad.dtype)          # pooling neurons' dL/dI at t
@@ -343,12 +395,17 @@ if numba is not None:
                 _from_nchw(grad_pool[t], dims, row)
                 g_t = row
             _backward_step(pool_spikes[t], g_t, pool_coef, one, gp_next, gp)  # IF: grad_beta = 1
-            _unpool_backward_step(spikes[t], gp, coef, params[0], zeros if t == last else grad[t + 1], grad[t], dims)
+            grad_next = zeros if t == last else grad[t + 1]
+            if mask.shape[0]:
+                _unpool_backward_step_masked(spikes[t], mask, gp, coef, params[0], grad_next, grad[t], dims)
+            else:
+                _unpool_backward_step(spikes[t], gp, coef, params[0], grad_next, grad[t], dims)
             gp, gp_next = gp_next, gp
 
     _DISPATCHERS = (_forward_step, _forward_two_steps, _forward_kernel, _backward_step, _backward_two_steps,
-                    _backward_kernel, _forward_step_out, _copy_spikes, _forward_out_kernel, _pool_gather, _if_step,
-                    _to_nchw, _from_nchw, _pool_forward_kernel, _unpool_backward_step, _pool_backward_kernel)
+                    _backward_kernel, _forward_step_out, _copy_spikes, _forward_out_kernel, _pool_gather,
+                    _pool_gather_masked, _if_step, _to_nchw, _from_nchw, _pool_forward_kernel, _unpool_backward_step,
+                    _unpool_backward_step_masked, _pool_backward_kernel)
 
 
 def _require_numba() -> None:
@@ -536,8 +593,18 @@ def _pool_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(shape[:-2]) + (shape[-2] // 2, shape[-1] // 2)
 
 
+def _mask_1d(mask: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A per-neuron dropout mask ``[B, C, H, W]`` as ``[N]`` in NHWC order, or an empty tensor for none."""
+    if mask is None:
+        return torch.empty(0, dtype=dtype)
+    _check_tensor("mask", mask)
+    if tuple(mask.shape) != tuple(shape[1:]):
+        raise ValueError(f"mask must have the shape of one step {tuple(shape[1:])}, got {tuple(mask.shape)}")
+    return _as_2d(mask.unsqueeze(0).to(dtype), True).view(-1)
+
+
 def scan_pool_forward(currents: torch.Tensor, beta: float, v_th: float, pool_v_th: float,
-                      keep_spikes: bool = True, pool_channels_last: bool = True
+                      keep_spikes: bool = True, pool_channels_last: bool = True, mask: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor,
                                  torch.Tensor, torch.Tensor]:
     """IF/LIF neurons driven by ``currents [T, B, C, H, W]``, 2x2 average pooling of their spikes, pooling neurons.
@@ -550,7 +617,9 @@ def scan_pool_forward(currents: torch.Tensor, beta: float, v_th: float, pool_v_t
     backward, or None with ``keep_spikes=False``; ``count``/``trace`` of the layer as
     :func:`scan_forward`; ``pool_count`` the pooling neurons' spike counts. The same numbers as
     :func:`scan_forward`, 2x2 averaging and a second :func:`scan_forward` (IF, ``pool_v_th``).
-    The scan runs over channels-last currents; others are copied to that layout first.
+    The scan runs over channels-last currents; others are copied to that layout first. ``mask``
+    (``[B, C, H, W]``, dropout of the layer's spikes, shared over T) makes the pooling average
+    the masked spikes ``o * m``, in F.avg_pool2d's order; the counts stay those of ``o``.
     """
     _require_numba()
     _check_tensor("currents", currents)
@@ -574,8 +643,8 @@ def scan_pool_forward(currents: torch.Tensor, beta: float, v_th: float, pool_v_t
         params = np.array([beta, v_th, pool_v_th], dtype=cur.numpy().dtype)
         _, batch, channels, height, width = shape
         dims = np.array([batch, height, width, channels, int(pool_channels_last)], dtype=np.int64)
-        _run(_pool_forward_kernel, cur.numpy(), params, dims, spikes.numpy(), pool_spikes.numpy(),
-             pool_out.numpy(), count.numpy(), trace.numpy(), pool_count.numpy())
+        _run(_pool_forward_kernel, cur.numpy(), params, dims, _mask_1d(mask, shape, cur.dtype).numpy(),
+             spikes.numpy(), pool_spikes.numpy(), pool_out.numpy(), count.numpy(), trace.numpy(), pool_count.numpy())
     kept = ((_from_2d(spikes.view(torch.bool), shape, True), _from_2d(pool_spikes.view(torch.bool), pool_shape, True))
             if keep_spikes else (None, None))
     return (_from_2d(pool_out, pool_shape, pool_channels_last), *kept, _from_2d(count.view(1, -1), shape, True)[0],
@@ -584,12 +653,13 @@ def scan_pool_forward(currents: torch.Tensor, beta: float, v_th: float, pool_v_t
 
 def scan_pool_backward(spikes_bool: torch.Tensor, pool_spikes_bool: torch.Tensor, grad_pool: torch.Tensor,
                        grad_beta: float, scale: float, corr: torch.Tensor | None,
-                       pool_scale: float = 1.0) -> torch.Tensor:
+                       pool_scale: float = 1.0, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``dL/dI [T, B, C, H, W]`` (channels-last) of :func:`scan_pool_forward` from ``grad_pool = dL/d pool_out``.
 
     BPTT through the pooling neurons (surrogate factor ``pool_scale``, no leak), the 2x2 average
     (a quarter of each window's gradient to each of its four inputs) and the layer (as
-    :func:`scan_backward` with ``grad_beta``, ``scale`` and the per-neuron ``corr``).
+    :func:`scan_backward` with ``grad_beta``, ``scale`` and the per-neuron ``corr``); with the
+    forward's dropout ``mask``, each input's quarter is multiplied by its ``m``.
     """
     _require_numba()
     _check_tensor("spikes_bool", spikes_bool, (torch.bool,))
@@ -614,5 +684,5 @@ def scan_pool_backward(spikes_bool: torch.Tensor, pool_spikes_bool: torch.Tensor
         _, batch, channels, height, width = shape
         dims = np.array([batch, height, width, channels, int(grad_cl)], dtype=np.int64)
         _run(_pool_backward_kernel, spk.numpy(), pool_spk.numpy(), g.numpy(), coef.numpy(), params, dims,
-             grad.numpy())
+             _mask_1d(mask, shape, g.dtype).numpy(), grad.numpy())
     return _from_2d(grad, shape, True)

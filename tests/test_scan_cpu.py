@@ -456,11 +456,12 @@ def test_forward_out_writes_the_reference_spikes_in_the_dtype(num_steps, channel
 # a layer, 2x2 average pooling and pooling neurons in one scan
 
 
-def _ref_pool_layer(currents, beta, v_th, pool_v_th, grad_beta, scale, corr, grad_pool):
+def _ref_pool_layer(currents, beta, v_th, pool_v_th, grad_beta, scale, corr, grad_pool, mask=None):
     """Independent reference: autograd through the per-step layer, F.avg_pool2d and IF pooling neurons.
 
-    The pooling neurons' surrogate factor is 1 and they have no leak; returns the pooling
-    neurons' spikes, the layer's spikes and ``dL/dI`` of ``L = sum(pool_spikes * grad_pool)``.
+    The pooling neurons' surrogate factor is 1 and they have no leak; a dropout ``mask`` multiplies
+    the layer's spikes before the pooling. Returns the pooling neurons' spikes, the layer's spikes
+    and ``dL/dI`` of ``L = sum(pool_spikes * grad_pool)``.
     """
     from torch.nn import functional as F
 
@@ -474,7 +475,7 @@ def _ref_pool_layer(currents, beta, v_th, pool_v_th, grad_beta, scale, corr, gra
         u = v + x[t]
         o = _Spike.apply(u, v_th, scale, c)
         v = (u * grad_beta + (u * beta - u * grad_beta).detach()) * (1.0 - o.detach())
-        p = F.avg_pool2d(o, 2)
+        p = F.avg_pool2d(o if mask is None else o * mask, 2)
         up = p if vp is None else vp + p
         op = _Spike.apply(up, pool_v_th, 1.0, torch.ones_like(up))
         vp = up * (1.0 - op.detach())
@@ -519,6 +520,32 @@ def test_pool_scan_equals_layer_pooling_and_pooling_neurons(num_steps, input_cha
                                       pool_channels_last=pool_channels_last)
     assert lean[1] is None and lean[2] is None
     assert torch.equal(lean[0], out) and torch.equal(lean[3], count) and torch.equal(lean[5], pool_count)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("keep", [0.8, 0.7])  # 1/keep = 1.25 exact; 1/0.7 rounded (the order of the adds matters)
+def test_pool_scan_with_dropout_mask_equals_pooling_the_masked_spikes(keep, dtype):
+    beta = _beta(30.0)
+    shape = (24, 3, 4, 4, 6)
+    currents = (_currents(shape, torch.float64, seed=33) + 0.25).to(dtype)
+    g = torch.Generator().manual_seed(34)
+    mask = ((torch.rand(shape[1:], generator=g) < keep).to(dtype) / keep)
+    pool_shape = shape[:3] + (2, 3)
+    grad_pool = torch.randn(pool_shape, generator=g, dtype=torch.float64).to(dtype)
+    corr = (torch.rand(shape[1:], generator=g, dtype=torch.float64) + 0.5).to(dtype)
+    ref_pool, ref_spikes, ref_grad_in = _ref_pool_layer(currents, beta, 1.0, 0.75, 1.0, 1.0, corr, grad_pool, mask)
+    out, spikes, pool_spikes, count, _, pool_count = scan_cpu.scan_pool_forward(
+        _channels_last(currents), beta, 1.0, 0.75, mask=mask)
+    assert torch.equal(out, ref_pool) and torch.equal(spikes, ref_spikes.bool())
+    assert torch.equal(count, ref_spikes.sum(0))  # counts of the spikes, not of the masked spikes
+    unmasked = scan_cpu.scan_pool_forward(_channels_last(currents), beta, 1.0, 0.75)[0]
+    assert not torch.equal(out, unmasked)  # the mask reached the pooling
+    grad = scan_cpu.scan_pool_backward(spikes, pool_spikes, grad_pool, 1.0, 1.0, corr, mask=mask)
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(grad, ref_grad_in, rtol=rtol, atol=rtol * 1e-3)
+    assert (grad[:, mask == 0] == 0).all() and (grad[:, mask != 0] != 0).any()  # dropped neurons get none
+    with pytest.raises(ValueError, match="mask must have the shape"):
+        scan_cpu.scan_pool_forward(currents, beta, 1.0, 0.75, mask=mask[0])
 
 
 def test_pool_scan_by_hand():
