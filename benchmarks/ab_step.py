@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         unit = "ms/image" if args.eval else "ms/step"
         ma, mb = (statistics.median(t) * scale for t in times)
         ratios.sort()
-        lo, hi = ratios[max(0, math.floor(0.025 * len(ratios)))], ratios[min(len(ratios) - 1, math.ceil(0.975 * len(ratios)) - 1)]
+        lo = ratios[max(0, math.floor(0.025 * len(ratios)))]
+        hi = ratios[min(len(ratios) - 1, math.ceil(0.975 * len(ratios)) - 1)]
         print(f"A {ma:.3f} {unit}, B {mb:.3f} {unit}: B/A = {mb / ma:.3f} (per-round ratios: median "
               f"{statistics.median(ratios):.3f}, range {lo:.3f}-{hi:.3f}); saved {ma - mb:+.3f} {unit}; "
               f"load average {os.getloadavg()[0]:.2f}")

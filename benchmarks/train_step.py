@@ -15,18 +15,20 @@ backward + ``optimizer.step()``. What each row runs:
   a batch of digits images indexed from the training set, Poisson encoding of T steps, forward
   with ``record="counts"``, loss, backward, SGD step, the progress bookkeeping (digits only);
 * ``leaklib``: :class:`leaklib.models.SNN` with [21]'s semantics (detached leak gradient, [21]'s
-  leak correction, spiking pooling neurons), on pre-encoded spikes, no record;
+  leak correction, spiking pooling neurons), on pre-encoded spikes, no record; for the digits
+  net the trainer's network (``build_model`` of the quick profile, its dropout included; ``--set
+  dropout=0.2`` etc. override the profile), for the CIFAR-10 net without dropout;
 * ``leaklib + record="full"``: the same with the analysis record (as the chapters' evaluations);
 * ``leaklib per-step``: ``SNN(method="stepwise")``, Algorithm 2 literally (one step through all
   layers at a time, gradient hooks for the correction);
 * ``snnTorch``: ``snntorch.Leaky(beta, reset_mechanism="zero", reset_delay=False)`` hidden neurons
   and ``Leaky(beta=1, threshold=0.75)`` pooling neurons after ``F.avg_pool2d``, in a Python loop
   over T as in the snnTorch tutorials; its default surrogate (arctan), exact leak gradient, no
-  leak correction (snnTorch has neither [21]'s correction nor a detached leak);
+  leak correction (snnTorch has neither [21]'s correction nor a detached leak), no dropout;
 * ``SpikingJelly``: multi-step ``LIFNode(decay_input=False, v_reset=0, detach_reset=True)`` (IFNode
   for tau_m=inf) with ``tau = 1/(1-beta)`` (the same decay) and ``IFNode(v_threshold=0.75)``
   pooling neurons after ``F.avg_pool2d``; its default surrogate (sigmoid), exact leak gradient,
-  no correction; on the CPU SpikingJelly 2.x runs its torch backend;
+  no correction, no dropout; on the CPU SpikingJelly 2.x runs its torch backend;
 * ``limit (network without neurons)``: the same maps over the ``[T*B]`` batch with the neurons
   removed: ``F.avg_pool2d``, convolutions, FC layers, output integrator, forward and backward;
 * ``convolutions and FC alone``: each conv/FC map on an input of the shape it sees in the net
@@ -71,8 +73,8 @@ import leaklib
 from leaklib.encoding import normalize_images, poisson_spikes
 from leaklib.models import ARCHITECTURES, POOL_THRESHOLD, SNN
 from leaklib.neurons import decay_factor, leaky_integrate
-from leaklib.profiles import get_profile
-from leaklib.train import _train_step, sse_loss
+from leaklib.profiles import get_profile, parse_overrides
+from leaklib.train import RunConfig, _train_step, build_model, sse_loss
 
 HERE = Path(__file__).resolve().parent
 TRAINER = "trainer step (train_run's own)"
@@ -336,7 +338,7 @@ def _check_fused_vs_stepwise(snn: SNN, spikes: torch.Tensor, labels: torch.Tenso
         for neuron in model.modules():
             if hasattr(neuron, "method"):
                 neuron.method = method
-        loss = 0.5 * sse_loss(model(spikes), labels, snn.num_classes).mean()
+        loss = 0.5 * sse_loss(model(spikes, torch.Generator().manual_seed(3)), labels, snn.num_classes).mean()
         loss.backward()
         grads[method] = (loss.item(), [p.grad.detach().clone() for p in model.parameters()])
     diff = max((a - b).abs().max().item() for a, b in zip(grads["fused"][1], grads["stepwise"][1]))
@@ -347,10 +349,13 @@ def _check_fused_vs_stepwise(snn: SNN, spikes: torch.Tensor, labels: torch.Tenso
 
 def bench_network(label: str, dataset: str, spec: str, num_steps: int, batch: int, tau_m: float,
                   device: torch.device, steps: int, warmup: int, libraries: bool, memory: bool,
-                  bf16: bool, slow_steps: int, trainer: bool = True) -> dict:
-    profile = get_profile("quick")
+                  bf16: bool, slow_steps: int, trainer: bool = True, overrides: dict | None = None) -> dict:
+    profile = get_profile("quick", **(overrides or {}))
     torch.manual_seed(0)
-    snn = SNN(spec, tau_m).to(device)  # [21]'s semantics, as every profile trains
+    if dataset == "digits":  # the trainer's network: the quick profile's semantics, dropout included
+        snn = build_model(RunConfig(profile, "digits", tau_m, 1)).to(device)
+    else:  # [21]'s semantics, as every profile trains, no dropout
+        snn = SNN(spec, tau_m).to(device)
     images, labels_all = _data(dataset, snn, batch)
     images, labels_all = images.to(device), labels_all.to(device)
     spikes = poisson_spikes(normalize_images(images[:batch]), torch.Generator(device=device).manual_seed(0),
@@ -400,8 +405,8 @@ def bench_network(label: str, dataset: str, spec: str, num_steps: int, batch: in
                                                            snn.num_classes, profile, autocast=torch.bfloat16))
     cpu_time = device.type == "cpu" and torch.get_num_threads() == 1
     clock = "CPU time" if cpu_time else "wall clock"
-    print(f"\n## {label}: `{spec}`, T={num_steps}, batch {batch}, tau_m={tau_m:g}, {device}, "
-          f"{torch.get_num_threads()} thread(s), {clock}, load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"\n## {label}: `{spec}`, T={num_steps}, batch {batch}, tau_m={tau_m:g}, dropout {snn.dropout:g}, "
+          f"{device}, {torch.get_num_threads()} thread(s), {clock}, load average {os.getloadavg()[0]:.1f}", flush=True)
     line = f"hidden spike rates at init: {', '.join(f'{r:.1f}%' for r in rates)}"
     if check:
         line += (f"; multi-step vs per-step: loss {check['loss_fused']:.6g} vs {check['loss_stepwise']:.6g}, "
@@ -435,9 +440,9 @@ def bench_network(label: str, dataset: str, spec: str, num_steps: int, batch: in
         })
     print(_table(result_rows, clock), flush=True)
     return {"label": label, "dataset": dataset, "spec": spec, "num_steps": num_steps, "batch": batch,
-            "tau_m": tau_m, "device": str(device), "threads": torch.get_num_threads(), "clock": clock,
-            "steps": steps, "warmup": warmup, "load_average": os.getloadavg()[0], "spike_rates_percent": rates,
-            "fused_vs_stepwise": check, "rows": result_rows}
+            "tau_m": tau_m, "dropout": snn.dropout, "device": str(device), "threads": torch.get_num_threads(),
+            "clock": clock, "steps": steps, "warmup": warmup, "load_average": os.getloadavg()[0],
+            "spike_rates_percent": rates, "fused_vs_stepwise": check, "rows": result_rows}
 
 
 def _table(rows: list[dict], clock: str) -> str:
@@ -490,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--cifar-steps", type=int, default=None, help="T of the CIFAR-10 net (CPU default 4, CUDA 100)")
     parser.add_argument("--cifar-batch", type=int, default=None, help="batch of the CIFAR-10 net (CPU default 8, CUDA 64)")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="quick-profile overrides for the digits net, e.g. dropout=0.2")
     parser.add_argument("--no-libraries", action="store_true", help="skip snnTorch and SpikingJelly")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/train_step-<device>.json)")
@@ -512,7 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     for net in nets:
         if net == "digits":
             res = bench_network("digits net (quick profile)", "digits", ARCHITECTURES["digits"], args.num_steps,
-                                args.batch, steps=steps, bf16=False, slow_steps=max(3, steps // 3), **common)
+                                args.batch, steps=steps, bf16=False, slow_steps=max(3, steps // 3),
+                                overrides={**parse_overrides(args.overrides), "batch_size": args.batch,
+                                           "num_steps": args.num_steps}, **common)
         elif net == "cifar10":
             t = args.cifar_steps or (100 if cuda else 4)
             b = args.cifar_batch or (64 if cuda else 8)

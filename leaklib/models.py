@@ -365,7 +365,8 @@ class SNN(nn.Module):
                 x, pool_counts, input_counts = pooled
                 if full:  # |o * m| summed over T: the counts times the dropout mask
                     mask = masks[index - 1]
-                    rec.input_counts.append(input_counts if mask is None else input_counts * mask)  # type: ignore[union-attr]
+                    counts_in = input_counts if mask is None else input_counts * mask
+                    rec.input_counts.append(counts_in)  # type: ignore[union-attr]
                 currents = block.forward_pooled(x, rec if full else None, pool_counts)
             else:
                 if full:
@@ -394,7 +395,7 @@ class SNN(nn.Module):
         raise AssertionError("unreachable: the last block is the output layer")
 
     def _eval_chunk(self, spikes: torch.Tensor) -> int:
-        """Images per pass for an eval forward on the CPU: each layer's ``[T*b, ...]`` tensor within :data:`EVAL_CHUNK_BYTES`.
+        """Images per pass of an eval forward on the CPU: each layer's ``[T*b, ...]`` within :data:`EVAL_CHUNK_BYTES`.
 
         Without gradient and in eval mode every image is computed on its own, so a large batch can
         run in slices (bit-identical predictions and records, tested) whose tensors glibc keeps for

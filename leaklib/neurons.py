@@ -223,7 +223,8 @@ class LIFPoolScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, currents: torch.Tensor, beta: float, v_th: float, scale: float, grad_beta: float,  # type: ignore[override]
                 correction: bool, pool_v_th: float, pool_scale: float, pool_channels_last: bool,
-                for_backward: bool, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                for_backward: bool, mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from . import scan_cpu
 
         out, fired, pool_fired, count, trace, pool_count = scan_cpu.scan_pool_forward(
@@ -236,7 +237,7 @@ class LIFPoolScan(torch.autograd.Function):
         return out, count, pool_count
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor, _count: torch.Tensor, _pool_count: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: torch.Tensor, *_counts: torch.Tensor):  # type: ignore[override]
         from . import scan_cpu
 
         fired, pool_fired, corr, mask = ctx.saved_tensors
