@@ -180,7 +180,9 @@ def poisson_spikes(x: torch.Tensor, generator: torch.Generator | None = None,
                    num_steps: int | None = None) -> torch.Tensor:
     """Signed Poisson spikes of intensities ``x`` in [-1, 1]: one step, or ``[num_steps, *x.shape]``."""
     shape = _shape(x, num_steps)
-    return _code(x.expand(shape), _uniform(shape, x, generator))
+    # _code's numbers, bit for bit (signed zeros too), in place on the uniform draws: the comparison
+    # writes 1.0/0.0 and the sign of the image is broadcast, never expanded over the steps
+    return _uniform(shape, x, generator).lt_(x.abs()).mul_(torch.sign(x))
 
 
 def _impulse(shape: tuple[int, ...], like: torch.Tensor, p: float,

@@ -66,6 +66,9 @@ __all__ = [
     "LIFNeuron",
     "SpikeFunction",
     "LIFScan",
+    "LIFPoolScan",
+    "lif_pool_available",
+    "lif_pool_multistep",
 ]
 
 LeakGrad = Literal["detached", "exact"]
@@ -183,25 +186,64 @@ class LIFScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, currents: torch.Tensor, beta: float, v_th: float, scale: float, grad_beta: float,  # type: ignore[override]
-                correction: bool, mask: torch.Tensor | None) -> torch.Tensor:
+                correction: bool, mask: torch.Tensor | None, for_backward: bool = True) -> torch.Tensor:
+        # for_backward=False (no gradient will be asked for): neither spikes nor correction are kept
         kernels = _cpu_kernels() if not currents.is_cuda else None
-        if kernels is not None:
-            fired, count, trace = kernels.scan_forward(currents, beta, v_th)
-            out = fired.view(torch.uint8).to(currents.dtype)  # 3x faster than bool -> float
+        if kernels is not None:  # the spikes in the currents' dtype come straight from the scan
+            out, fired, count, trace = kernels.scan_forward_out(currents, beta, v_th, for_backward)
         else:
-            out, trace = _scan_forward_torch(currents, beta, v_th, correction)
-            fired = out.bool()
-            count = out.sum(0) if correction else None
-        corr = leak_correction(trace, count, beta, mask) if correction else None
-        ctx.save_for_backward(fired, corr)
-        ctx.scale, ctx.grad_beta = scale, grad_beta
+            out, trace = _scan_forward_torch(currents, beta, v_th, correction and for_backward)
+            fired = out.bool() if for_backward else None
+            count = out.sum(0) if correction and for_backward else None
+        if for_backward:
+            corr = leak_correction(trace, count, beta, mask) if correction else None
+            ctx.save_for_backward(fired, corr)
+            ctx.scale, ctx.grad_beta = scale, grad_beta
         return out
 
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor):  # type: ignore[override]
         fired, corr = ctx.saved_tensors
-        grad = _lif_scan_grad(fired, grad_spikes.contiguous(), ctx.grad_beta, ctx.scale, corr)
-        return grad, None, None, None, None, None, None
+        if fired.is_cuda or _cpu_kernels() is None:  # the numba scan takes any layout
+            grad_spikes = grad_spikes.contiguous()
+        grad = _lif_scan_grad(fired, grad_spikes, ctx.grad_beta, ctx.scale, corr)
+        return grad, None, None, None, None, None, None, None
+
+
+class LIFPoolScan(torch.autograd.Function):
+    """A layer of IF/LIF neurons, 2x2 average pooling of its spikes and [21]'s pooling neurons in one CPU scan.
+
+    Forward ``currents [T, B, C, H, W]`` -> the pooling neurons' spikes ``[T, B, C, H/2, W/2]``,
+    plus the spike counts of both layers (not differentiable); the same numbers as
+    :class:`LIFScan`, ``F.avg_pool2d(., 2)`` and a second :class:`LIFScan` (IF, threshold
+    ``pool_v_th``, surrogate factor ``pool_scale``, no correction), without materialising the
+    layer's spikes or the averages (:func:`leaklib.scan_cpu.scan_pool_forward`).
+    """
+
+    @staticmethod
+    def forward(ctx, currents: torch.Tensor, beta: float, v_th: float, scale: float, grad_beta: float,  # type: ignore[override]
+                correction: bool, pool_v_th: float, pool_scale: float, pool_channels_last: bool,
+                for_backward: bool, mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from . import scan_cpu
+
+        out, fired, pool_fired, count, trace, pool_count = scan_cpu.scan_pool_forward(
+            currents, beta, v_th, pool_v_th, for_backward, pool_channels_last, mask)
+        if for_backward:
+            corr = leak_correction(trace, count, beta, mask) if correction else None
+            ctx.save_for_backward(fired, pool_fired, corr, mask)
+            ctx.scale, ctx.grad_beta, ctx.pool_scale = scale, grad_beta, pool_scale
+        ctx.mark_non_differentiable(count, pool_count)
+        return out, count, pool_count
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor, *_counts: torch.Tensor):  # type: ignore[override]
+        from . import scan_cpu
+
+        fired, pool_fired, corr, mask = ctx.saved_tensors
+        grad = scan_cpu.scan_pool_backward(fired, pool_fired, grad_out, ctx.grad_beta, ctx.scale, corr, ctx.pool_scale,
+                                           mask)
+        return grad, None, None, None, None, None, None, None, None, None, None
 
 
 def _scan_forward_torch(currents: torch.Tensor, beta: float, v_th: float,
@@ -327,7 +369,7 @@ def lif_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, eps: 
                 return triton_scan.lif_scan(currents, beta, float(v_th), grad_scale=scale, grad_beta=grad_beta,
                                             correction=use_correction, mask=None if mask is None else mask.detach())
         return LIFScan.apply(currents, beta, float(v_th), scale, grad_beta, use_correction,
-                             None if mask is None else mask.detach())
+                             None if mask is None else mask.detach(), _for_backward(currents))
     if method == "stepwise":
         neuron = LIFNeuron(tau_m, v_th, eps, method="stepwise", leak_grad=leak_grad, correction=correction,
                            grad_scale=grad_scale)
@@ -335,6 +377,48 @@ def lif_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, eps: 
         neuron.finish(mask)
         return torch.stack(out)
     raise ValueError(f"method must be 'fused' or 'stepwise', got {method!r}")
+
+
+def _for_backward(currents: torch.Tensor) -> bool:
+    """Whether a backward pass can follow (else the scans keep nothing for it)."""
+    return torch.is_grad_enabled() and currents.requires_grad
+
+
+def lif_pool_available(currents: torch.Tensor) -> bool:
+    """Whether :func:`lif_pool_multistep` can run on these currents (CPU, numba, float32/64, ``[T, B, C, H, W]``)."""
+    return (not currents.is_cuda and currents.dtype in (torch.float32, torch.float64) and currents.dim() == 5
+            and currents.shape[-1] % 2 == 0 and currents.shape[-2] % 2 == 0 and _cpu_kernels() is not None)
+
+
+def lif_pool_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, eps: float = 0.0, *,
+                       leak_grad: LeakGrad = "exact", correction: Correction = "none", grad_scale: float | None = None,
+                       pool_v_th: float = 0.75, pool_grad_scale: float = 1.0, pool_channels_last: bool = True,
+                       mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """IF/LIF neurons (as :func:`lif_multistep`), 2x2 average pooling, then [21]'s pooling neurons, fused (CPU).
+
+    Returns ``(pool_spikes, counts, pool_counts)``: the pooling neurons' spikes ``[T, B, C, H/2,
+    W/2]`` (channels-last memory unless ``pool_channels_last=False``) and, without gradient, the
+    spike counts over T of the layer ``[B, C, H, W]`` and of the pooling neurons. The pooling
+    neurons are non-leaky, threshold ``pool_v_th``, reset to 0, surrogate factor
+    ``pool_grad_scale``. ``mask`` ``[B, C, H, W]`` is a dropout mask of the layer's spikes, shared
+    over T, as in :func:`lif_multistep` (it enters the leak correction) and applied before the
+    pooling, as the network applies it; the counts are those of the unmasked spikes. Needs numba
+    (:func:`lif_pool_available`).
+    """
+    if not lif_pool_available(currents):
+        raise ValueError(f"lif_pool_multistep needs float32/64 CPU currents [T, B, C, H, W] with even H, W and "
+                         f"numba; got {tuple(currents.shape)} {currents.dtype} on {currents.device}")
+    beta = decay_factor(tau_m)
+    scale = _grad_scale(v_th, eps, grad_scale)
+    pool_scale = _grad_scale(pool_v_th, 0.0, pool_grad_scale)
+    _check_choice("leak_grad", leak_grad, LEAK_GRADS)
+    _check_choice("correction", correction, CORRECTIONS)
+    grad_beta = beta if leak_grad == "exact" else 1.0
+    if mask is not None and tuple(mask.shape) != tuple(currents.shape[1:]):
+        raise ValueError(f"mask must have the shape of one step {tuple(currents.shape[1:])}, got {tuple(mask.shape)}")
+    return LIFPoolScan.apply(currents, beta, float(v_th), scale, grad_beta, correction == "lee2020", float(pool_v_th),
+                             pool_scale, bool(pool_channels_last), _for_backward(currents),
+                             None if mask is None else mask.detach())
 
 
 @torch.no_grad()

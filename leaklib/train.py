@@ -169,6 +169,35 @@ def evaluate_clean(model: SNN, data: ImageDataset, num_steps: int, batch_size: i
 _CURRENT_RUN: dict[str, str] = {}
 
 
+def _train_step(model: SNN, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                generator: torch.Generator, num_steps: int, augment: bool, totals: dict,
+                layer_spikes: torch.Tensor) -> float | None:
+    """One SGD step of :func:`train_run` on raw images ``x`` and labels ``y`` (Algorithm 2, Eq. 5 loss).
+
+    Encodes the batch, runs forward (recording each hidden layer's spike count), backward and the
+    optimiser step, and adds the batch's loss, SSE, correct answers and spike counts to ``totals``
+    and ``layer_spikes``. Returns None, or the loss without stepping when it is not finite.
+    """
+    if augment:
+        x = augment_batch(x, generator)
+    spikes = poisson_spikes(normalize_images(x), generator, num_steps)
+    prediction, record = model(spikes, generator=generator, record="counts")
+    errors = sse_loss(prediction, y, model.num_classes)
+    loss = 0.5 * errors.mean()
+    if not torch.isfinite(loss):
+        return loss.item()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    n = len(y)
+    totals["loss"] += loss.item() * n
+    totals["sse"] += errors.detach().sum().item()
+    totals["correct"] += (prediction.argmax(1) == y).sum().item()
+    totals["n"] += n
+    layer_spikes += torch.stack(record.spike_totals).double().cpu()
+    return None
+
+
 def _crash_hook(epoch: int, batch: int | None) -> None:
     """Test hook: LEAKLIB_KILL_AT='E' or 'E:B' sends a signal to this process there.
 
@@ -357,25 +386,11 @@ def _train(config: RunConfig, folder: Path, dev: torch.device, digest: str, labe
         for b in bar:
             _crash_hook(epoch + 1, b)
             index = order[b * profile.batch_size:(b + 1) * profile.batch_size]
-            x, y = images[index], labels[index]
-            if config.dataset in AUGMENTED:
-                x = augment_batch(x, generator)
-            spikes = poisson_spikes(normalize_images(x), generator, profile.num_steps)
-            prediction, record = model(spikes, generator=generator, record="counts")
-            errors = sse_loss(prediction, y, model.num_classes)
-            loss = 0.5 * errors.mean()
-            if not torch.isfinite(loss):
-                failure = _fail(config, epoch + 1, f"loss is {loss.item()} at epoch {epoch + 1}, batch {b + 1}")
+            loss = _train_step(model, optimizer, images[index], labels[index], generator, profile.num_steps,
+                               config.dataset in AUGMENTED, totals, layer_spikes)
+            if loss is not None:
+                failure = _fail(config, epoch + 1, f"loss is {loss} at epoch {epoch + 1}, batch {b + 1}")
                 break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            n = len(y)
-            totals["loss"] += loss.item() * n
-            totals["sse"] += errors.detach().sum().item()
-            totals["correct"] += (prediction.argmax(1) == y).sum().item()
-            totals["n"] += n
-            layer_spikes += torch.stack(record.spike_totals).double().cpu()
             if progress:
                 rate = 100 * layer_spikes.sum().item() / (layer_sizes.sum().item() * profile.num_steps * totals["n"])
                 bar.set_postfix(loss=f"{totals['loss'] / totals['n']:.3f}",

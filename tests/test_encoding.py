@@ -97,6 +97,18 @@ def test_reproducible_with_seeded_generator():
 # severity table
 
 
+@pytest.mark.parametrize("num_steps", [None, 7])
+def test_poisson_spikes_are_sign_times_uniform_below_intensity_bit_for_bit(num_steps):
+    """o = sign(x) * (u < |x|) with u the generator's uniform draws in order, signed zeros included."""
+    x = torch.tensor([[-1.0, -0.4, 0.0, 0.3, 1.0, -0.0]]).repeat(3, 1)
+    shape = tuple(x.shape) if num_steps is None else (num_steps,) + tuple(x.shape)
+    u = torch.rand(shape, generator=_gen(5))
+    expected = torch.sign(x) * (u < x.abs()).float()
+    got = poisson_spikes(x, _gen(5), num_steps)
+    assert torch.equal(got.view(torch.int32), expected.view(torch.int32))  # the same bits
+    assert (got.view(torch.int32) == torch.tensor(-0.0).view(torch.int32)).any()  # -0.0 where x < 0 is silent
+
+
 def test_severity_table():
     assert NUM_SEVERITIES == 8
     assert set(SEVERITY_TABLE) == set(NOISE_TYPES) == {"gaussian", "impulse"}

@@ -413,3 +413,122 @@ def test_fast_2x2_pooling_equals_avg_pool2d_in_values_and_gradients():
     (out_fast * g).sum().backward()
     (out_ref * g).sum().backward()
     assert torch.allclose(a.grad, b.grad, atol=1e-14)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2, 0.3])
+@pytest.mark.parametrize("record", [False, "counts", "full"])
+@pytest.mark.parametrize("grad", [True, False])
+def test_fused_pooling_scan_equals_layers_run_one_by_one(grad, record, dropout, monkeypatch):
+    """The CPU scan that fuses a layer, the next 2x2 pooling and its pooling neurons changes no number."""
+    import leaklib.models as models
+
+    pytest.importorskip("numba")
+    torch.manual_seed(12)
+    net = SNN(ARCHITECTURES["digits"], 30.0, init_gain=3.0, dropout=dropout)  # [21]'s semantics: spiking pooling
+    spikes = _spikes((5,) + net.input_shape, seed=13, num_steps=20)
+    target = torch.eye(10)[[0, 1, 2, 3, 4]]
+    results, calls = [], []
+    fused_scan = models.lif_pool_multistep
+    monkeypatch.setattr(models, "lif_pool_multistep", lambda *a, **k: calls.append(1) or fused_scan(*a, **k))
+    for fused in (True, False):
+        if not fused:
+            assert len(calls) == 2  # both poolings of the digits net ran fused
+            monkeypatch.setattr(models, "lif_pool_available", lambda currents: False)
+        net.zero_grad()
+        generator = torch.Generator().manual_seed(16)  # the same dropout masks in both passes
+        with torch.set_grad_enabled(grad):
+            out = net(spikes, generator, record=record) if record else net(spikes, generator)
+        pred, rec = out if record else (out, None)
+        if grad:
+            (0.5 * ((pred - target) ** 2).sum(1).mean()).backward()
+        results.append((pred.detach(), rec, [None if p.grad is None else p.grad.clone() for p in net.parameters()]))
+    (pred_a, rec_a, grads_a), (pred_b, rec_b, grads_b) = results
+    assert torch.equal(pred_a, pred_b)
+    for a, b in zip(grads_a, grads_b):
+        assert (a is None) == (b is None) == (not grad)
+        if grad:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    if record:
+        assert [t.item() for t in rec_a.spike_totals] == [t.item() for t in rec_b.spike_totals]
+        assert all(t > 0 for t in rec_a.spike_totals)
+    if record == "full":
+        for name in ("spike_counts", "input_counts", "pool_counts", "current_norms"):
+            for a, b in zip(getattr(rec_a, name), getattr(rec_b, name)):
+                assert (a is None) == (b is None), name
+                if a is not None and name == "input_counts":  # count * m against m added count times
+                    torch.testing.assert_close(a, b, rtol=1e-6, atol=0, msg=name)
+                elif a is not None:
+                    assert torch.equal(a, b), name
+        assert torch.equal(rec_a.output_currents, rec_b.output_currents)
+
+
+_FAULTS_SCRIPT = """
+import resource, sys, torch
+from leaklib.models import SNN
+if sys.argv[1] == "forward":  # the first CPU forward tunes malloc (unless LEAKLIB_MALLOPT=0)
+    SNN("4x4x1-2C3-2o", 30.0)(torch.zeros(2, 1, 1, 4, 4))
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.ones(4 << 20).sum()  # 16 MiB, allocated and freed once before counting
+before = faults()
+for _ in range(10):
+    torch.ones(4 << 20).sum()
+print(faults() - before)
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc malloc")
+def test_cpu_forward_keeps_freed_memory_for_reuse():
+    """After an SNN forward on the CPU, a freed 16 MiB block is reused: no page faults to map it again."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    counts = {}
+    for label, arg, env in (("tuned", "forward", {}), ("off", "forward", {"LEAKLIB_MALLOPT": "0"}),
+                            ("untouched", "none", {})):
+        full_env = {k: v for k, v in os.environ.items() if k != "LEAKLIB_MALLOPT"}
+        full_env.update(PYTHONPATH=str(root), OMP_NUM_THREADS="1", **env)
+        result = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, arg], env=full_env, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        counts[label] = int(result.stdout.strip().splitlines()[-1])
+    if counts["untouched"] < 1000:
+        pytest.skip(f"this malloc does not unmap freed 16 MiB blocks ({counts})")
+    assert counts["tuned"] < 100 <= counts["off"], counts
+
+
+@pytest.mark.parametrize("record", [False, "counts", "full"])
+def test_eval_forward_in_slices_equals_one_pass(record, monkeypatch):
+    """Without gradient the CPU runs a large batch in slices; every number is the one-pass number."""
+    import leaklib.models as models
+
+    torch.manual_seed(14)
+    net = SNN(ARCHITECTURES["digits"], 30.0, init_gain=3.0).eval()
+    spikes = _spikes((7,) + net.input_shape, seed=15, num_steps=12)
+    with torch.no_grad():
+        whole = net(spikes, record=record)
+        per_image = 12 * 4 * 16 * 8 * 8  # T * float32 bytes * the largest layer (16x8x8)
+        monkeypatch.setattr(models, "EVAL_CHUNK_BYTES", 3 * per_image)
+        assert net._eval_chunk(spikes) == 3  # slices of 3, 3 and 1 images
+        sliced = net(spikes, record=record)
+    with torch.enable_grad():
+        assert net._eval_chunk(spikes) == 7  # with gradient: one pass
+    net.train()
+    with torch.no_grad():
+        assert net._eval_chunk(spikes) == 7  # training mode (dropout draws): one pass
+    if not record:
+        assert torch.equal(whole, sliced)
+        return
+    (pred_a, rec_a), (pred_b, rec_b) = whole, sliced
+    assert torch.equal(pred_a, pred_b)
+    torch.testing.assert_close(torch.stack(rec_a.spike_totals), torch.stack(rec_b.spike_totals), rtol=1e-6, atol=0)
+    if record == "full":
+        for name in ("spike_counts", "input_counts", "pool_counts", "current_norms"):
+            for a, b in zip(getattr(rec_a, name), getattr(rec_b, name), strict=True):
+                assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), name
+        assert torch.equal(rec_a.output_currents, rec_b.output_currents)
+    else:
+        assert rec_b.counts_only and not rec_b.spike_counts

@@ -286,6 +286,20 @@ def test_stepwise_lif_step_bptt_equals_lifscan():
     assert cur_a.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("numba_scan", ["1", "0"])
+def test_forward_without_gradient_gives_the_same_spikes(numba_scan, monkeypatch):
+    monkeypatch.setenv("LEAKLIB_NUMBA", numba_scan)
+    gen = torch.Generator().manual_seed(6)
+    currents = (torch.rand(15, 4, 7, generator=gen) * 1.2).requires_grad_()
+    kwargs = dict(leak_grad="detached", correction="lee2020")
+    with_grad = lif_multistep(currents, 10.0, **kwargs)
+    with torch.no_grad():
+        without = lif_multistep(currents, 10.0, **kwargs)
+    assert torch.equal(with_grad.detach(), without)
+    assert with_grad.grad_fn is not None and without.grad_fn is None
+    assert len(with_grad.grad_fn.saved_tensors) == 2  # spikes and the leak correction, for the backward
+
+
 @pytest.mark.parametrize("beta", [1.0, math.exp(-1 / 30), math.exp(-0.5), 0.1])
 @pytest.mark.parametrize("shape", [(1, 4), (25, 3, 5), (16, 2, 2, 3, 3)])
 def test_scan_backward_loop_equals_closed_form(beta, shape):
@@ -374,3 +388,33 @@ def test_neuron_stepwise_method_equals_fused_module():
         (w * LIFNeuron(5.0, method=method)(currents)).sum().backward()
         grads.append(currents.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("leak_grad, correction", [("detached", "lee2020"), ("exact", "none")])
+def test_lif_pool_multistep_equals_layer_pooling_and_pooling_neurons(leak_grad, correction):
+    pytest.importorskip("numba")
+    from torch.nn import functional as F
+
+    from leaklib.neurons import lif_pool_available, lif_pool_multistep
+
+    gen = torch.Generator().manual_seed(8)
+    base = torch.rand(30, 2, 3, 4, 6, generator=gen, dtype=torch.float64) * 1.3 - 0.1
+    weights = torch.randn(30, 2, 3, 2, 3, generator=gen, dtype=torch.float64)
+    kwargs = dict(leak_grad=leak_grad, correction=correction)
+    a, b = base.clone().requires_grad_(), base.clone().requires_grad_()
+    assert lif_pool_available(a)
+    fused, counts, pool_counts = lif_pool_multistep(a, 20.0, 1.0, -0.2, pool_v_th=0.75, pool_grad_scale=1.0, **kwargs)
+    layer = lif_multistep(b, 20.0, 1.0, -0.2, **kwargs)
+    pooled = F.avg_pool2d(layer.flatten(0, 1), 2).unflatten(0, (30, 2))
+    reference = lif_multistep(pooled, math.inf, 0.75, grad_scale=1.0)
+    assert torch.equal(fused, reference)
+    assert torch.equal(counts, layer.detach().sum(0)) and torch.equal(pool_counts, reference.detach().sum(0))
+    assert not counts.requires_grad
+    (weights * fused).sum().backward()
+    (weights * reference).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-14)
+    assert a.grad.abs().sum() > 0
+    assert not lif_pool_available(base[..., :3])  # an odd map cannot be 2x2-pooled
+    with pytest.raises(ValueError, match="lif_pool_multistep needs"):
+        lif_pool_multistep(base[..., :3], 20.0)
+

@@ -406,3 +406,175 @@ def test_cache_fails_soft_without_writable_directory(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("OK")
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """The same values ``[T, B, C, H, W]`` stored NHWC per step (as a channels_last convolution writes them)."""
+    return x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_channels_last_currents_scanned_in_their_layout(dtype):
+    beta = _beta(30.0)
+    currents = _currents((20, 3, 5, 4, 6), dtype, seed=21)
+    stored = _channels_last(currents)
+    assert not stored.is_contiguous()
+    spikes, count, trace = scan_cpu.scan_forward(stored, beta, 1.0)
+    expected = ref_forward(currents, beta, 1.0)
+    assert torch.equal(spikes, expected.bool()) and torch.equal(count, expected.sum(0))
+    # results keep the layout: no copy into NCHW on the way in or out
+    assert spikes.stride() == stored.stride() and count.stride() == stored.stride()[1:]
+    g = torch.Generator().manual_seed(22)
+    grad_spikes = torch.randn(currents.shape, generator=g, dtype=torch.float64).to(dtype)
+    corr = (torch.rand(currents.shape[1:], generator=g, dtype=torch.float64) + 0.5).to(dtype)
+    reference = scan_cpu.scan_backward(spikes.contiguous(), grad_spikes, 1.0, 2.0, corr)
+    for grad_in, corr_in in ((grad_spikes, corr), (_channels_last(grad_spikes), trace * 0 + corr),
+                             (grad_spikes, corr.reshape(-1))):  # a flat corr is in NCHW order, as its view
+        grad = scan_cpu.scan_backward(spikes, grad_in, 1.0, 2.0, corr_in)
+        assert grad.stride() == stored.stride()
+        assert torch.equal(grad, reference)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("num_steps", [30, 31, 1])
+def test_forward_out_writes_the_reference_spikes_in_the_dtype(num_steps, channels_last, dtype):
+    beta = _beta(5.0)
+    currents = _currents((num_steps, 2, 3, 4, 4), dtype, seed=23)
+    stored = _channels_last(currents) if channels_last else currents
+    expected = ref_forward(currents, beta, 1.0)
+    for keep in (True, False):
+        out, spikes, count, trace = scan_cpu.scan_forward_out(stored, beta, 1.0, keep_spikes=keep)
+        assert out.dtype == dtype and out.stride() == stored.stride()
+        assert torch.equal(out, expected)
+        assert torch.equal(count, expected.sum(0))
+        assert torch.equal(trace, scan_cpu.scan_forward(currents, beta, 1.0)[2])
+        assert (spikes is None) if not keep else torch.equal(spikes, expected.bool())
+
+
+# ---------------------------------------------------------------------------------------------
+# a layer, 2x2 average pooling and pooling neurons in one scan
+
+
+def _ref_pool_layer(currents, beta, v_th, pool_v_th, grad_beta, scale, corr, grad_pool, mask=None):
+    """Independent reference: autograd through the per-step layer, F.avg_pool2d and IF pooling neurons.
+
+    The pooling neurons' surrogate factor is 1 and they have no leak; a dropout ``mask`` multiplies
+    the layer's spikes before the pooling. Returns the pooling neurons' spikes, the layer's spikes
+    and ``dL/dI`` of ``L = sum(pool_spikes * grad_pool)``.
+    """
+    from torch.nn import functional as F
+
+    x = currents.detach().clone().requires_grad_(True)
+    num_steps, batch = x.shape[:2]
+    c = torch.ones_like(x[0]) if corr is None else corr.to(x.dtype)
+    v = torch.zeros_like(x[0])
+    vp = None
+    layer, pooled_out = [], []
+    for t in range(num_steps):
+        u = v + x[t]
+        o = _Spike.apply(u, v_th, scale, c)
+        v = (u * grad_beta + (u * beta - u * grad_beta).detach()) * (1.0 - o.detach())
+        p = F.avg_pool2d(o if mask is None else o * mask, 2)
+        up = p if vp is None else vp + p
+        op = _Spike.apply(up, pool_v_th, 1.0, torch.ones_like(up))
+        vp = up * (1.0 - op.detach())
+        layer.append(o)
+        pooled_out.append(op)
+    spikes, pool_spikes = torch.stack(layer), torch.stack(pooled_out)
+    (pool_spikes * grad_pool).sum().backward()
+    return pool_spikes.detach(), spikes.detach(), x.grad
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("tau_m, exact_leak", [(30.0, False), (5.0, True), (math.inf, False)])
+@pytest.mark.parametrize("pool_channels_last", [True, False])
+@pytest.mark.parametrize("input_channels_last", [True, False])
+@pytest.mark.parametrize("num_steps", [25, 24])  # the scans take two steps at a time: odd and even T
+def test_pool_scan_equals_layer_pooling_and_pooling_neurons(num_steps, input_channels_last, pool_channels_last,
+                                                           tau_m, exact_leak, dtype, rtol):
+    beta = _beta(tau_m)
+    grad_beta = beta if exact_leak else 1.0
+    shape = (num_steps, 2, 3, 6, 4)
+    currents = (_currents(shape, torch.float64, seed=31) + 0.25).to(dtype)
+    g = torch.Generator().manual_seed(32)
+    pool_shape = shape[:3] + (3, 2)
+    grad_pool = torch.randn(pool_shape, generator=g, dtype=torch.float64).to(dtype)
+    corr = (torch.rand(shape[1:], generator=g, dtype=torch.float64) + 0.5).to(dtype)
+    ref_pool, ref_spikes, ref_grad_in = _ref_pool_layer(currents, beta, 1.0, 0.75, grad_beta, 1.25, corr, grad_pool)
+    stored = _channels_last(currents) if input_channels_last else currents
+    out, spikes, pool_spikes, count, trace, pool_count = scan_cpu.scan_pool_forward(
+        stored, beta, 1.0, 0.75, pool_channels_last=pool_channels_last)
+    assert out.shape == pool_shape and out.dtype == dtype
+    assert out.is_contiguous() != pool_channels_last
+    assert torch.equal(out, ref_pool) and torch.equal(pool_spikes, ref_pool.bool())
+    assert torch.equal(spikes, ref_spikes.bool())
+    assert torch.equal(count, ref_spikes.sum(0)) and torch.equal(pool_count, ref_pool.sum(0))
+    assert torch.equal(trace, scan_cpu.scan_forward(currents, beta, 1.0)[2])
+    assert 0 < ref_pool.mean() < 1 and 0 < ref_spikes.mean() < 1  # both layers spike, not always
+    grad = scan_cpu.scan_pool_backward(spikes, pool_spikes, grad_pool, grad_beta, 1.25, corr)
+    torch.testing.assert_close(grad, ref_grad_in, rtol=rtol, atol=rtol * 1e-3)
+    assert (grad[~spikes] != 0).any()  # gradient reaches silent steps through the recurrence
+    # without a backward to follow: the same output and counts, no spikes kept
+    lean = scan_cpu.scan_pool_forward(stored, beta, 1.0, 0.75, keep_spikes=False,
+                                      pool_channels_last=pool_channels_last)
+    assert lean[1] is None and lean[2] is None
+    assert torch.equal(lean[0], out) and torch.equal(lean[3], count) and torch.equal(lean[5], pool_count)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("keep", [0.8, 0.7])  # 1/keep = 1.25 exact; 1/0.7 rounded (the order of the adds matters)
+def test_pool_scan_with_dropout_mask_equals_pooling_the_masked_spikes(keep, dtype):
+    beta = _beta(30.0)
+    shape = (24, 3, 4, 4, 6)
+    currents = (_currents(shape, torch.float64, seed=33) + 0.25).to(dtype)
+    g = torch.Generator().manual_seed(34)
+    mask = ((torch.rand(shape[1:], generator=g) < keep).to(dtype) / keep)
+    pool_shape = shape[:3] + (2, 3)
+    grad_pool = torch.randn(pool_shape, generator=g, dtype=torch.float64).to(dtype)
+    corr = (torch.rand(shape[1:], generator=g, dtype=torch.float64) + 0.5).to(dtype)
+    ref_pool, ref_spikes, ref_grad_in = _ref_pool_layer(currents, beta, 1.0, 0.75, 1.0, 1.0, corr, grad_pool, mask)
+    out, spikes, pool_spikes, count, _, pool_count = scan_cpu.scan_pool_forward(
+        _channels_last(currents), beta, 1.0, 0.75, mask=mask)
+    assert torch.equal(out, ref_pool) and torch.equal(spikes, ref_spikes.bool())
+    assert torch.equal(count, ref_spikes.sum(0))  # counts of the spikes, not of the masked spikes
+    unmasked = scan_cpu.scan_pool_forward(_channels_last(currents), beta, 1.0, 0.75)[0]
+    assert not torch.equal(out, unmasked)  # the mask reached the pooling
+    grad = scan_cpu.scan_pool_backward(spikes, pool_spikes, grad_pool, 1.0, 1.0, corr, mask=mask)
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(grad, ref_grad_in, rtol=rtol, atol=rtol * 1e-3)
+    assert (grad[:, mask == 0] == 0).all() and (grad[:, mask != 0] != 0).any()  # dropped neurons get none
+    with pytest.raises(ValueError, match="mask must have the shape"):
+        scan_cpu.scan_pool_forward(currents, beta, 1.0, 0.75, mask=mask[0])
+
+
+def test_pool_scan_by_hand():
+    # one channel, a 2x2 map, IF layer (v_th 1) and one pooling neuron (threshold 0.75), 3 steps:
+    # currents per step (row-major):  t0 [1.5, 1.5, 1.5, 0.2]  -> layer fires 1,1,1,0; average 0.75 -> not > 0.75
+    #                                 t1 [0.0, 0.0, 0.0, 0.9]  -> neuron 4: 0.2+0.9 = 1.1 fires; average 0.25
+    #                                                             pooling neuron 0.75+0.25 = 1.0 fires, reset
+    #                                 t2 [2.0, 0.0, 0.0, 0.0]  -> fires 1; average 0.25 -> 0.25, silent
+    currents = torch.tensor([[1.5, 1.5, 1.5, 0.2], [0.0, 0.0, 0.0, 0.9], [2.0, 0.0, 0.0, 0.0]],
+                            dtype=torch.float64).view(3, 1, 1, 2, 2)
+    out, spikes, pool_spikes, count, _, pool_count = scan_cpu.scan_pool_forward(currents, 1.0, 1.0, 0.75)
+    assert out.flatten().tolist() == [0.0, 1.0, 0.0]
+    assert count.flatten().tolist() == [2.0, 1.0, 1.0, 1.0] and pool_count.flatten().tolist() == [1.0]
+    # backward with dL/d pool_out = [0, 2, 5], pool surrogate 1, no leak, layer scale 1, no corr:
+    # pooling neuron: dI[2] = 0 (silent, last); dI[1] = 2 (fired); dI[0] = dI[1] = 2 (silent)
+    # each input gets a quarter: 0.5 at t0 and t1, 0 at t2; the layer: fired steps take it, silent
+    # steps pass on the next step's gradient:
+    #   neuron 1: o = [1, 0, 1]: dI = [0.5, 0, 0]; neurons 2, 3: o = [1, 0, 0]: dI = [0.5, 0, 0]
+    #   neuron 4: o = [0, 1, 0]: dI[2] = 0, dI[1] = 0.5, dI[0] = dI[1] = 0.5
+    grad = scan_cpu.scan_pool_backward(spikes, pool_spikes, torch.tensor([0.0, 2.0, 5.0], dtype=torch.float64)
+                                       .view(3, 1, 1, 1, 1), 1.0, 1.0, None)
+    assert grad.reshape(3, 4).tolist() == [[0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0]]
+
+
+def test_pool_scan_rejects_odd_maps_and_mismatched_gradients():
+    with pytest.raises(ValueError, match="even H and W"):
+        scan_cpu.scan_pool_forward(torch.zeros(2, 1, 1, 3, 4), 0.9, 1.0, 0.75)
+    with pytest.raises(ValueError, match="even H and W"):
+        scan_cpu.scan_pool_forward(torch.zeros(2, 4, 4), 0.9, 1.0, 0.75)
+    _, spikes, pool_spikes, *_ = scan_cpu.scan_pool_forward(torch.zeros(2, 1, 1, 2, 2), 0.9, 1.0, 0.75)
+    with pytest.raises(ValueError, match="grad_pool must have shape"):
+        scan_cpu.scan_pool_backward(spikes, pool_spikes, torch.zeros(2, 1, 1, 2, 2), 1.0, 1.0, None)
