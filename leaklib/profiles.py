@@ -132,9 +132,9 @@ PROFILES: dict[str, Profile] = {
         name="quick",
         description="default: scikit-learn digits at the paper's T=100 on a 2-core CPU, whole book in minutes",
         datasets=("digits",), taus=(10.0, 20.0, 30.0, 100.0, math.inf), seeds=(1, 2, 3, 4, 5),
-        num_steps=100, epochs=12, batch_size=32, lr=1.0, momentum=0.0, weight_decay=5e-4,
+        num_steps=100, epochs=10, batch_size=32, lr=1.0, momentum=0.0, weight_decay=5e-4,
         milestones=(70 / 150, 100 / 150), lr_gamma=0.2, dropout=0.2,
-        train_eval_subset=360, eval_batch_size=360, analysis_images=None,
+        train_eval_subset=180, eval_batch_size=360, analysis_images=None,
         # 10 test images per digit for the noise sweep: 33 conditions x 100 images at ~1.7 ms per T=100
         # forward pass (measured, one core) is ~6 core-s per network, plus ~6 per IF network to calibrate
         robustness_images=100,
