@@ -312,7 +312,7 @@ def executed_note(profile: str, device: str, resolved: str, when: str, commit: s
         f"profile **{profile}**, device **{dev}**, on {when}{took}, "
         f"git commit `{commit}`, leaklib {version}. "
         "Rerun it with `jupyter-book build book/` (default profile) or "
-        "`leaklib book run --profile <smoke|quick|paper>`.\n"
+        f"`leaklib book run --profile <{'|'.join(PROFILES)}>`.\n"
         "```"
     )
 
