@@ -222,3 +222,70 @@ def test_average_pooling_ablation_passes_the_averages_on():
 def test_unknown_semantics_are_rejected(bad):
     with pytest.raises(ValueError, match="must be one of"):
         SNN(TINY, 30.0, **bad)
+
+
+def _one_early_spike(num_steps=36, neurons=4):
+    """Currents under which every neuron fires at step 0 only (1.5 > 1, then nothing)."""
+    currents = torch.zeros((num_steps, neurons), dtype=torch.float64)
+    currents[0] = 1.5
+    return currents
+
+
+@pytest.mark.parametrize("path", ["fused", "torch-scan", "stepwise"])
+def test_dropout_mask_lifts_a_trace_over_the_floor(path, monkeypatch):
+    # [21] computes LF on the dropout-masked spikes. A neuron that fired once, 35 steps before the end, at
+    # tau_m = 5 has LF = e^-7 = 9.1e-4: under 1e-3 unmasked, over it times 1.25. Its factor is then
+    # 1 + ln(beta) LF / Total = 1 - 0.2 e^-7 (about 1), not ln(beta) LF / Total (about -1.8e-4)
+    if path == "torch-scan":
+        monkeypatch.setenv("LEAKLIB_NUMBA", "0")
+    beta = decay_factor(5.0)
+    assert 0.8e-3 < beta**35 < TRACE_FLOOR < 1.25 * beta**35
+    currents = _one_early_spike().requires_grad_()
+    mask = torch.tensor([1.25, 1.25, 0.0, 1.25], dtype=torch.float64)
+    w = torch.tensor([2.0, 3.0, 5.0, 7.0], dtype=torch.float64)
+    method = "stepwise" if path == "stepwise" else "fused"
+    spikes = lif_multistep(currents, 5.0, method=method, leak_grad="detached", correction="lee2020", mask=mask)
+    assert spikes.sum(0).tolist() == [1.0] * 4 and spikes[0].tolist() == [1.0] * 4
+    (spikes[0] * mask * w).sum().backward()
+    factor = 1 + math.log(beta) * beta**35  # LF / Total = (1.25 e^-7) / 1.25
+    torch.testing.assert_close(currents.grad[0], w * mask * factor, rtol=1e-14, atol=0)
+    assert currents.grad[1:].abs().sum() == 0
+
+
+def test_dropout_mask_lifts_a_trace_over_the_floor_in_the_fused_pooling_scan():
+    # the same neuron inside the fused layer + 2x2 pooling + pooling neurons scan: the window's four neurons
+    # fire at step 0, the pooling neuron sees 4 * 1.25 / 4 > 0.75 and fires; each neuron gets a quarter of
+    # its gradient, times its mask, times the factor computed on the masked trace
+    from leaklib.neurons import lif_pool_available, lif_pool_multistep
+
+    currents = _one_early_spike().view(36, 1, 1, 2, 2).requires_grad_()
+    if not lif_pool_available(currents):
+        pytest.skip("the fused pooling scan needs numba")
+    beta = decay_factor(5.0)
+    mask = torch.full((1, 1, 2, 2), 1.25, dtype=torch.float64)
+    pooled, counts, _ = lif_pool_multistep(currents, 5.0, leak_grad="detached", correction="lee2020", mask=mask)
+    assert pooled.flatten().tolist() == [1.0] + [0.0] * 35 and counts.flatten().tolist() == [1.0] * 4
+    (3.0 * pooled[0]).sum().backward()
+    factor = 1 + math.log(beta) * beta**35
+    torch.testing.assert_close(currents.grad[0].flatten(), torch.full((4,), 3.0 / 4 * 1.25 * factor,
+                                                                       dtype=torch.float64), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("numba", ["1", "0"])
+def test_pooling_threshold_is_0_75_for_averages_of_masked_spikes(numba, monkeypatch):
+    # with unmasked spikes every pooled membrane is a multiple of 0.25, so any threshold in [0.75, 1) gives
+    # the same spikes. Dropout-masked spikes are not: with keep = 0.95, three of four spikes average
+    # 3 / (4 * 0.95) = 0.789, over [21]'s 0.75 (a threshold of 0.8 would stay silent); three unmasked
+    # spikes average 0.75 exactly, not over it (strict >)
+    monkeypatch.setenv("LEAKLIB_NUMBA", numba)
+    net = SNN("2x2x1-1C1-2P-1FC-1o", math.inf, dropout=0.05).double().train()
+    with torch.no_grad():
+        net.blocks[0].linear.weight.fill_(2.0)  # the conv neurons fire at every step of a spike input
+    spikes = torch.ones((1, 2) + net.input_shape, dtype=torch.float64)
+    keep = 1 / 0.95
+    masks = [torch.tensor([[[[keep, keep], [keep, 0.0]]]], dtype=torch.float64),
+             torch.tensor([[[[1.0, 1.0], [1.0, 0.0]]]], dtype=torch.float64)]
+    monkeypatch.setattr(net, "_dropout_masks", lambda *args: [torch.cat(masks), None])
+    _, rec = net(spikes, record=True)
+    assert rec.spike_counts[0].flatten().tolist() == [1.0] * 8
+    assert rec.pool_counts[1].flatten().tolist() == [1.0, 0.0]
