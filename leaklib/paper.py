@@ -48,7 +48,7 @@ LEE2020_PROTOCOL: dict[str, str] = {
     "pooling": "2x2 average, then non-leaky spiking neurons, threshold 0.75, gradient 1",
     "output layer": "mem + fc(out), then decayed (detached); prediction mem/threshold/T",
     "initialisation": "N(0, 2/fan_in) (He), conv and linear, no biases",
-    "optimiser": "SGD without momentum (the momentum option is never passed), weight decay 5e-4",
+    "optimiser": "SGD without momentum (the momentum option is never passed), weight decay 5e-4 on the summed loss",
     "learning rate": "0.0033 at batch 16, MSE summed over batch and classes (no 1/2)",
     "schedule": "150 epochs; lr x0.2 at epochs 70, 100 and 125",
     "dropout": "p = 0.2 after every conv and FC spiking layer, one mask per sample for all steps; none at test",

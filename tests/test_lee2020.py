@@ -289,3 +289,42 @@ def test_pooling_threshold_is_0_75_for_averages_of_masked_spikes(numba, monkeypa
     _, rec = net(spikes, record=True)
     assert rec.spike_counts[0].flatten().tolist() == [1.0] * 8
     assert rec.pool_counts[1].flatten().tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("name", ["paper", "paper-smoke"])
+def test_paper_profiles_take_lee2020s_sgd_step(name):
+    # [21]'s optimiser: SGD(lr=0.0033, weight_decay=5e-4), no momentum, on MSELoss(size_average=False),
+    # the squared error summed over the batch and the classes (no 1/2). The paper profiles train on
+    # Eq. 5's loss averaged over the batch; at the profile's batch their step must be [21]'s step
+    from leaklib.profiles import get_profile
+
+    profile = get_profile(name)
+    batch = profile.batch_size
+    torch.manual_seed(2)
+    ours = SNN(TINY, 30.0, init_gain=3.0, leak_grad=profile.leak_grad, correction=profile.correction,
+               pooling=profile.pooling).double()
+    theirs = SNN(TINY, 30.0).double()
+    theirs.load_state_dict(ours.state_dict())
+    spikes = _spikes((batch,) + ours.input_shape, seed=6, num_steps=8)
+    labels = torch.arange(batch) % 3
+    target = torch.eye(3, dtype=torch.float64)[labels]
+
+    sgd = torch.optim.SGD(ours.parameters(), lr=profile.lr, momentum=profile.momentum,
+                          weight_decay=profile.weight_decay)
+    (0.5 * ((ours(spikes) - target) ** 2).sum(1).mean()).backward()
+    sgd.step()
+    lee_sgd = torch.optim.SGD(theirs.parameters(), lr=0.0033, weight_decay=5e-4)
+    torch.nn.MSELoss(reduction="sum")(theirs(spikes), target).backward()
+    lee_sgd.step()
+    for (key, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15, msg=key)
+
+
+def test_every_profile_keeps_lee2020s_weight_decay_relative_to_its_loss():
+    # [21]: weight decay 5e-4 on a loss summed over the batch without the 1/2, 2 * batch times ours
+    from leaklib.profiles import PROFILES, lee2020_weight_decay
+
+    assert lee2020_weight_decay(64) == 5e-4 / 128 == 3.90625e-6 and lee2020_weight_decay(1) == 2.5e-4
+    for profile in PROFILES.values():
+        assert profile.weight_decay == lee2020_weight_decay(profile.batch_size), profile.name
+        assert profile.momentum == 0.0, profile.name
