@@ -153,7 +153,7 @@ PROFILES: dict[str, Profile] = {
         name="paper-smoke",
         description="the paper's datasets, networks and training semantics shrunk to a CPU dry run of minutes",
         datasets=("cifar10", "svhn"), taus=(30.0, 100.0, math.inf), seeds=(1,),
-        # T = 40: the eight hidden layers of the CIFAR-10 net first fire after about 30 steps
+        # T = 40: the last of the eight hidden layers of the CIFAR-10 net first fires after 25-40 steps
         num_steps=40, epochs=1, batch_size=8, lr=_LEE_LR_PER_IMAGE * 8, momentum=0.0,
         weight_decay=lee2020_weight_decay(8),
         milestones=(70 / 150, 100 / 150), lr_gamma=0.2, dropout=0.2,
