@@ -128,6 +128,29 @@ def test_fused_network_equals_lee2020_written_step_by_step(tau, dropout):
         assert grads[name].abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("numba", ["1", "0"])
+@pytest.mark.parametrize("num_steps, batch, tau", [(3, 1, 30.0), (7, 2, 0.5), (5, 1, math.inf)])
+def test_lee2020_written_step_by_step_edge_cases(num_steps, batch, tau, numba, monkeypatch):
+    # few and odd numbers of steps (the numba scans take two steps per pass), a batch of one, a leak
+    # that nearly empties the membrane every step; the fused scans and, with LEAKLIB_NUMBA=0, the torch ones
+    monkeypatch.setenv("LEAKLIB_NUMBA", numba)
+    torch.manual_seed(7)
+    net = SNN(TINY, tau, init_gain=4.0, dropout=0.3).double()
+    spikes = _spikes((batch,) + net.input_shape, seed=8, num_steps=num_steps)
+    target = torch.eye(3, dtype=torch.float64)[:batch]
+    masks = net._dropout_masks(batch, spikes.device, spikes.dtype, torch.Generator().manual_seed(9))
+    ours = net(spikes, generator=torch.Generator().manual_seed(9))
+    (0.5 * ((ours - target) ** 2).sum(1).mean()).backward()
+    grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    net.zero_grad()
+    ref = _lee_network(net, spikes, masks)
+    (0.5 * ((ref - target) ** 2).sum(1).mean()).backward()
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-8, atol=1e-12, msg=name)
+    assert grads["blocks.3.linear.weight"].abs().sum() > 0
+
+
 def test_detached_and_exact_gradients_differ_only_through_the_leak():
     # for IF (beta = 1) both are the same; for LIF they differ: the detached gradient is not attenuated
     torch.manual_seed(0)
