@@ -75,6 +75,8 @@ __all__ = [
     "claims_ledger",
     "ledger_frame",
     "ledger_summary",
+    "compare_ledgers",
+    "DECIDED",
     "markdown_table",
     "write_ledger",
     "per_layer_table",
@@ -711,6 +713,46 @@ def ledger_summary(results: Sequence[ClaimResult]) -> dict[str, dict[str, int]]:
     for r in results:
         out.setdefault(r.dataset, {v: 0 for v in VERDICTS})[r.verdict] += 1
     return out
+
+
+#: Verdicts that decide a claim one way or the other (the rest: inconclusive, cannot decide).
+DECIDED: tuple[str, ...] = (stats.REPRODUCED, stats.OPPOSITE, stats.NOT_REPRODUCED)
+
+
+def compare_ledgers(first: Sequence[ClaimResult], second: Sequence[ClaimResult],
+                    names: tuple[str, str] = ("[21]", "exact")) -> str:
+    """One sentence on two ledgers of the same claims (say, under two gradients): what changes, and on what basis.
+
+    Rows are paired by claim id and dataset. "No verdict changes" is only said to mean something
+    when some claim was decided (reproduced, or not) under both; if none was, the sentence says that
+    this run cannot tell.
+    """
+    a = {(r.id, r.dataset): r for r in first}
+    b = {(r.id, r.dataset): r for r in second}
+    if set(a) != set(b):
+        raise ValueError(f"the ledgers hold different claims: {sorted(set(a) ^ set(b))}")
+    # a claim that cannot be decided under one of the two (say, claim 13 where only one sweep trains tau_m < 30)
+    # is listed apart: its verdict did not change with the gradient, it was never reached
+    apart = [key for key in a if stats.CANNOT_DECIDE in (a[key].verdict, b[key].verdict)
+             and a[key].verdict != b[key].verdict]
+    note = ""
+    if apart:
+        ids = ", ".join(f"{i} ({DATASET_NAMES.get(d, d)})" for i, d in apart)
+        note = f" Not compared (cannot be decided under one of the two): claims {ids}."
+    changed = [key for key in a if a[key].verdict != b[key].verdict and key not in apart]
+    if changed:
+        ids = ", ".join(f"{i} ({DATASET_NAMES.get(d, d)})" for i, d in changed)
+        return (f"**{len(changed)} verdict(s) change with the gradient** alone (claims {ids}): for these, what this "
+                f"book reports depends on training with {names[0]} rather than {names[1]}, and the paper's wording (an "
+                f"effect of leak) covers the combination of leak and that gradient." + note)
+    decided = [key for key in a if a[key].verdict in DECIDED and b[key].verdict in DECIDED]
+    if not decided:
+        return ("No verdict changes with the gradient, but no claim was decided under both (every row "
+                f"{stats.INCONCLUSIVE} or {stats.CANNOT_DECIDE} under one of them): this run cannot tell whether "
+                "the claims depend on the gradient." + note)
+    return (f"No verdict changes with the gradient: the {len(decided)} claim(s) decided on this profile come out the "
+            f"same under {names[0]} and {names[1]}, so here they do not depend on which of the two trained the "
+            f"networks." + note)
 
 
 def markdown_table(frame: pd.DataFrame, index: bool = False) -> str:

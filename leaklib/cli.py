@@ -325,7 +325,8 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
         print(f"{profile.name}: {profile.description}")
         print(f"  datasets={','.join(profile.datasets)} tau_m={','.join(format_tau(t) for t in profile.taus)} "
               f"seeds={','.join(map(str, profile.seeds))} T={profile.num_steps} epochs={profile.epochs} "
-              f"batch={profile.batch_size} lr={profile.lr:g} milestones={profile.milestone_epochs()} "
+              f"batch={profile.batch_size} lr={profile.lr:g} weight_decay={profile.weight_decay:.3g} "
+              f"milestones={profile.milestone_epochs()} "
               f"dropout={profile.dropout} leak_grad={profile.leak_grad} correction={profile.correction} "
               f"pooling={profile.pooling}")
     return 0

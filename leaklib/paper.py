@@ -40,15 +40,16 @@ PAPER_CRITICAL_FREQUENCY: dict[str, dict[float, float]] = {
 }
 
 #: The training protocol of [21] (Lee et al. 2020), read from its public VGG9 code
-#: (src/cifar10_VGG9.py of chan8972/Enabling_Spikebased_Backpropagation), for display beside ours.
+#: (src/cifar10_VGG9.py of chan8972/Enabling_Spikebased_Backpropagation at commit 802ef7d, March 2020;
+#: its first version differs only in the correction's floor: LF > 0 there), for display beside ours.
 LEE2020_PROTOCOL: dict[str, str] = {
     "leak gradient": "detached: l*mem.detach() + mem - mem.detach() (gradient 1 through time)",
-    "Eq. 5 epsilon": "per-neuron factor (LF > 1e-3) + ln(l)*LF/Total on the spike gradient (hooks)",
+    "Eq. 5 epsilon": "per-neuron factor (LF > 1e-3) + ln(l)*LF/Total on the spike gradient (hooks; LF > 0 before 802ef7d)",
     "surrogate": "1/threshold where the neuron fired (threshold 1); reset: gradient 0 through a spike",
     "pooling": "2x2 average, then non-leaky spiking neurons, threshold 0.75, gradient 1",
     "output layer": "mem + fc(out), then decayed (detached); prediction mem/threshold/T",
     "initialisation": "N(0, 2/fan_in) (He), conv and linear, no biases",
-    "optimiser": "SGD without momentum (the momentum option is never passed), weight decay 5e-4",
+    "optimiser": "SGD without momentum (the momentum option is never passed), weight decay 5e-4 on the summed loss",
     "learning rate": "0.0033 at batch 16, MSE summed over batch and classes (no 1/2)",
     "schedule": "150 epochs; lr x0.2 at epochs 70, 100 and 125",
     "dropout": "p = 0.2 after every conv and FC spiking layer, one mask per sample for all steps; none at test",

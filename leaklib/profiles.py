@@ -18,7 +18,7 @@ from .models import ARCHITECTURES, INIT_GAIN, POOLINGS
 from .neurons import CORRECTIONS, LEAK_GRADS
 
 __all__ = ["Profile", "PROFILES", "DEFAULT_PROFILE", "ABLATIONS", "THEORY_SIZES", "get_profile", "parse_overrides", "parse_tau", "format_tau",
-           "OVERRIDABLE"]
+           "OVERRIDABLE", "lee2020_weight_decay"]
 
 
 #: Sizes of the coherence chapter (Sec. 2.2, supplement Sec. 7): frequencies per theory curve
@@ -47,7 +47,7 @@ class Profile:
     batch_size: int
     lr: float                           # for the Eq. 5 loss averaged over the batch
     momentum: float
-    weight_decay: float
+    weight_decay: float                 # for the same loss: [21]'s 5e-4 is lee2020_weight_decay(batch_size)
     milestones: tuple[float, ...]       # lr drops, as fractions of the epochs (paper: 70/150, 100/150)
     lr_gamma: float
     dropout: float                      # [21]: 0.2 after every conv and FC layer, one mask per sample for all T
@@ -113,17 +113,27 @@ class Profile:
         return d
 
 
-# Learning rates. [21] trains with plain SGD at lr 0.0033 on a loss summed over the batch and the
-# classes, without the 1/2 of Eq. 5. Our loss is Eq. 5 averaged over the batch, so the same update
-# per image needs lr = 0.0033 * 2 * batch: 0.42 at the paper's batch of 64.
+# Learning rates and weight decay. [21] trains with plain SGD, lr 0.0033 and weight decay 5e-4, on a
+# loss summed over the batch and the classes, without the 1/2 of Eq. 5: it minimises
+# sum_batch SSE + (5e-4 / 2) |w|^2. Our loss is Eq. 5 averaged over the batch, 1/(2 * batch) of
+# [21]'s, so [21]'s step at the same batch is lr = 0.0033 * 2 * batch (0.42 at the paper's batch of
+# 64) with weight decay 5e-4 / (2 * batch) (3.9e-6 at 64): the same objective, scaled. Every profile
+# keeps [21]'s weight decay relative to the loss, whatever its learning rate.
 _LEE_LR_PER_IMAGE = 0.0033 * 2
+_LEE_WEIGHT_DECAY = 5e-4
+
+
+def lee2020_weight_decay(batch_size: int) -> float:
+    """[21]'s weight decay 5e-4 on its batch-summed loss, for Eq. 5's loss averaged over ``batch_size``: 5e-4 / (2 B)."""
+    return _LEE_WEIGHT_DECAY / (2 * batch_size)
+
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
         description="seconds: tests and CI; a digits subset, tiny T, 2 epochs, 1 seed",
         datasets=("digits",), taus=(30.0, 100.0, math.inf), seeds=(1,),
-        num_steps=8, epochs=2, batch_size=32, lr=0.2, momentum=0.0, weight_decay=5e-4,
+        num_steps=8, epochs=2, batch_size=32, lr=0.2, momentum=0.0, weight_decay=lee2020_weight_decay(32),
         milestones=(70 / 150, 100 / 150), lr_gamma=0.2, dropout=0.0,
         train_subset=160, test_subset=60, train_eval_subset=60, eval_batch_size=64, analysis_images=40,
         theory="small", architectures={**ARCHITECTURES, "digits": "8x8x1-8C3-2P-16C3-2P-32FC-10o"},
@@ -132,7 +142,7 @@ PROFILES: dict[str, Profile] = {
         name="quick",
         description="default: scikit-learn digits at the paper's T=100 on a 2-core CPU, whole book in minutes",
         datasets=("digits",), taus=(10.0, 20.0, 30.0, 100.0, math.inf), seeds=(1, 2, 3, 4, 5),
-        num_steps=100, epochs=10, batch_size=32, lr=1.0, momentum=0.0, weight_decay=5e-4,
+        num_steps=100, epochs=10, batch_size=32, lr=1.0, momentum=0.0, weight_decay=lee2020_weight_decay(32),
         milestones=(70 / 150, 100 / 150), lr_gamma=0.2, dropout=0.2,
         train_eval_subset=180, eval_batch_size=360, analysis_images=None,
         # 10 test images per digit for the noise sweep: 33 conditions x 100 images at ~1.7 ms per T=100
@@ -143,8 +153,9 @@ PROFILES: dict[str, Profile] = {
         name="paper-smoke",
         description="the paper's datasets, networks and training semantics shrunk to a CPU dry run of minutes",
         datasets=("cifar10", "svhn"), taus=(30.0, 100.0, math.inf), seeds=(1,),
-        # T = 40: the eight hidden layers of the CIFAR-10 net first fire after about 30 steps
-        num_steps=40, epochs=1, batch_size=8, lr=_LEE_LR_PER_IMAGE * 8, momentum=0.0, weight_decay=5e-4,
+        # T = 40: the last of the eight hidden layers of the CIFAR-10 net first fires after 25-40 steps
+        num_steps=40, epochs=1, batch_size=8, lr=_LEE_LR_PER_IMAGE * 8, momentum=0.0,
+        weight_decay=lee2020_weight_decay(8),
         milestones=(70 / 150, 100 / 150), lr_gamma=0.2, dropout=0.2,
         train_subset=8, test_subset=4, train_eval_subset=4, eval_batch_size=4, analysis_images=4, theory="small",
     ),
@@ -152,7 +163,8 @@ PROFILES: dict[str, Profile] = {
         name="paper",
         description="the paper's protocol (Sec. 4.1): CIFAR-10 and SVHN, T=100, 150 epochs, batch 64, 3 seeds; GPU",
         datasets=("cifar10", "svhn"), taus=(30.0, 100.0, math.inf), seeds=(1, 2, 3),
-        num_steps=100, epochs=150, batch_size=64, lr=_LEE_LR_PER_IMAGE * 64, momentum=0.0, weight_decay=5e-4,
+        num_steps=100, epochs=150, batch_size=64, lr=_LEE_LR_PER_IMAGE * 64, momentum=0.0,
+        weight_decay=lee2020_weight_decay(64),
         milestones=(70 / 150, 100 / 150), lr_gamma=0.2, dropout=0.2,
         train_eval_subset=10_000, eval_batch_size=256, analysis_images=None,
     ),

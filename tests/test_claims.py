@@ -32,6 +32,7 @@ from leaklib.claims import (
     claim_values,
     claims_ledger,
     combine_verdicts,
+    compare_ledgers,
     critical_frequency_means,
     equal_train_sse,
     final_accuracy,
@@ -252,6 +253,30 @@ def test_combine_verdicts_opposite_then_cannot_decide_then_inconclusive():
         "not reproduced (opposite)"
     assert combine_verdicts([], "no data") == ("cannot decide", "no data")
 
+
+
+def test_compare_ledgers_says_no_change_means_something_only_when_claims_were_decided():
+    def result(claim_id, dataset, verdict):
+        part = ClaimPart(verdict, {}, "lif_above_if", Decision("lif_above_if", verdict, "why", (), 0.95, "holm"))
+        return ClaimResult(claim_id, "4.2", "claim", "paper", "measure", dataset, [part])
+
+    undecided = [result("1", "digits", "cannot decide"), result("2", "digits", "inconclusive")]
+    text = compare_ledgers(undecided, undecided)
+    assert text.startswith("No verdict changes") and "cannot tell" in text and "do not depend" not in text
+    decided = [result("1", "digits", "reproduced"), result("2", "digits", "inconclusive"),
+               result("3", "digits", "not reproduced (opposite)")]
+    text = compare_ledgers(decided, decided)
+    assert "the 2 claim(s) decided" in text and "do not depend" in text
+    flipped = [result("1", "digits", "inconclusive")] + decided[1:]
+    text = compare_ledgers(decided, flipped)
+    assert text.startswith("**1 verdict(s) change") and "claims 1 (digits)" in text
+    # a claim decided under one gradient and out of reach under the other is listed apart, not counted as changed
+    unreachable = [result("1", "digits", "cannot decide")] + decided[1:]
+    text = compare_ledgers(decided, unreachable)
+    assert text.startswith("No verdict changes") and "the 1 claim(s) decided" in text
+    assert text.endswith("Not compared (cannot be decided under one of the two): claims 1 (digits).")
+    with pytest.raises(ValueError, match="different claims"):
+        compare_ledgers(decided, decided[:2])
 
 def test_ledger_order_summary_and_files(tmp_path):
     history = _history({30.0: 1.0, 100.0: 1.5, math.inf: 2.0})

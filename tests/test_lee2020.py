@@ -128,6 +128,29 @@ def test_fused_network_equals_lee2020_written_step_by_step(tau, dropout):
         assert grads[name].abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("numba", ["1", "0"])
+@pytest.mark.parametrize("num_steps, batch, tau", [(3, 1, 30.0), (7, 2, 0.5), (5, 1, math.inf)])
+def test_lee2020_written_step_by_step_edge_cases(num_steps, batch, tau, numba, monkeypatch):
+    # few and odd numbers of steps (the numba scans take two steps per pass), a batch of one, a leak
+    # that nearly empties the membrane every step; the fused scans and, with LEAKLIB_NUMBA=0, the torch ones
+    monkeypatch.setenv("LEAKLIB_NUMBA", numba)
+    torch.manual_seed(7)
+    net = SNN(TINY, tau, init_gain=4.0, dropout=0.3).double()
+    spikes = _spikes((batch,) + net.input_shape, seed=8, num_steps=num_steps)
+    target = torch.eye(3, dtype=torch.float64)[:batch]
+    masks = net._dropout_masks(batch, spikes.device, spikes.dtype, torch.Generator().manual_seed(9))
+    ours = net(spikes, generator=torch.Generator().manual_seed(9))
+    (0.5 * ((ours - target) ** 2).sum(1).mean()).backward()
+    grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    net.zero_grad()
+    ref = _lee_network(net, spikes, masks)
+    (0.5 * ((ref - target) ** 2).sum(1).mean()).backward()
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-8, atol=1e-12, msg=name)
+    assert grads["blocks.3.linear.weight"].abs().sum() > 0
+
+
 def test_detached_and_exact_gradients_differ_only_through_the_leak():
     # for IF (beta = 1) both are the same; for LIF they differ: the detached gradient is not attenuated
     torch.manual_seed(0)
@@ -222,3 +245,109 @@ def test_average_pooling_ablation_passes_the_averages_on():
 def test_unknown_semantics_are_rejected(bad):
     with pytest.raises(ValueError, match="must be one of"):
         SNN(TINY, 30.0, **bad)
+
+
+def _one_early_spike(num_steps=36, neurons=4):
+    """Currents under which every neuron fires at step 0 only (1.5 > 1, then nothing)."""
+    currents = torch.zeros((num_steps, neurons), dtype=torch.float64)
+    currents[0] = 1.5
+    return currents
+
+
+@pytest.mark.parametrize("path", ["fused", "torch-scan", "stepwise"])
+def test_dropout_mask_lifts_a_trace_over_the_floor(path, monkeypatch):
+    # [21] computes LF on the dropout-masked spikes. A neuron that fired once, 35 steps before the end, at
+    # tau_m = 5 has LF = e^-7 = 9.1e-4: under 1e-3 unmasked, over it times 1.25. Its factor is then
+    # 1 + ln(beta) LF / Total = 1 - 0.2 e^-7 (about 1), not ln(beta) LF / Total (about -1.8e-4)
+    if path == "torch-scan":
+        monkeypatch.setenv("LEAKLIB_NUMBA", "0")
+    beta = decay_factor(5.0)
+    assert 0.8e-3 < beta**35 < TRACE_FLOOR < 1.25 * beta**35
+    currents = _one_early_spike().requires_grad_()
+    mask = torch.tensor([1.25, 1.25, 0.0, 1.25], dtype=torch.float64)
+    w = torch.tensor([2.0, 3.0, 5.0, 7.0], dtype=torch.float64)
+    method = "stepwise" if path == "stepwise" else "fused"
+    spikes = lif_multistep(currents, 5.0, method=method, leak_grad="detached", correction="lee2020", mask=mask)
+    assert spikes.sum(0).tolist() == [1.0] * 4 and spikes[0].tolist() == [1.0] * 4
+    (spikes[0] * mask * w).sum().backward()
+    factor = 1 + math.log(beta) * beta**35  # LF / Total = (1.25 e^-7) / 1.25
+    torch.testing.assert_close(currents.grad[0], w * mask * factor, rtol=1e-14, atol=0)
+    assert currents.grad[1:].abs().sum() == 0
+
+
+def test_dropout_mask_lifts_a_trace_over_the_floor_in_the_fused_pooling_scan():
+    # the same neuron inside the fused layer + 2x2 pooling + pooling neurons scan: the window's four neurons
+    # fire at step 0, the pooling neuron sees 4 * 1.25 / 4 > 0.75 and fires; each neuron gets a quarter of
+    # its gradient, times its mask, times the factor computed on the masked trace
+    from leaklib.neurons import lif_pool_available, lif_pool_multistep
+
+    currents = _one_early_spike().view(36, 1, 1, 2, 2).requires_grad_()
+    if not lif_pool_available(currents):
+        pytest.skip("the fused pooling scan needs numba")
+    beta = decay_factor(5.0)
+    mask = torch.full((1, 1, 2, 2), 1.25, dtype=torch.float64)
+    pooled, counts, _ = lif_pool_multistep(currents, 5.0, leak_grad="detached", correction="lee2020", mask=mask)
+    assert pooled.flatten().tolist() == [1.0] + [0.0] * 35 and counts.flatten().tolist() == [1.0] * 4
+    (3.0 * pooled[0]).sum().backward()
+    factor = 1 + math.log(beta) * beta**35
+    torch.testing.assert_close(currents.grad[0].flatten(), torch.full((4,), 3.0 / 4 * 1.25 * factor,
+                                                                       dtype=torch.float64), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("numba", ["1", "0"])
+def test_pooling_threshold_is_0_75_for_averages_of_masked_spikes(numba, monkeypatch):
+    # with unmasked spikes every pooled membrane is a multiple of 0.25, so any threshold in [0.75, 1) gives
+    # the same spikes. Dropout-masked spikes are not: with keep = 0.95, three of four spikes average
+    # 3 / (4 * 0.95) = 0.789, over [21]'s 0.75 (a threshold of 0.8 would stay silent); three unmasked
+    # spikes average 0.75 exactly, not over it (strict >)
+    monkeypatch.setenv("LEAKLIB_NUMBA", numba)
+    net = SNN("2x2x1-1C1-2P-1FC-1o", math.inf, dropout=0.05).double().train()
+    with torch.no_grad():
+        net.blocks[0].linear.weight.fill_(2.0)  # the conv neurons fire at every step of a spike input
+    spikes = torch.ones((1, 2) + net.input_shape, dtype=torch.float64)
+    keep = 1 / 0.95
+    masks = [torch.tensor([[[[keep, keep], [keep, 0.0]]]], dtype=torch.float64),
+             torch.tensor([[[[1.0, 1.0], [1.0, 0.0]]]], dtype=torch.float64)]
+    monkeypatch.setattr(net, "_dropout_masks", lambda *args: [torch.cat(masks), None])
+    _, rec = net(spikes, record=True)
+    assert rec.spike_counts[0].flatten().tolist() == [1.0] * 8
+    assert rec.pool_counts[1].flatten().tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("name", ["paper", "paper-smoke"])
+def test_paper_profiles_take_lee2020s_sgd_step(name):
+    # [21]'s optimiser: SGD(lr=0.0033, weight_decay=5e-4), no momentum, on MSELoss(size_average=False),
+    # the squared error summed over the batch and the classes (no 1/2). The paper profiles train on
+    # Eq. 5's loss averaged over the batch; at the profile's batch their step must be [21]'s step
+    from leaklib.profiles import get_profile
+
+    profile = get_profile(name)
+    batch = profile.batch_size
+    torch.manual_seed(2)
+    ours = SNN(TINY, 30.0, init_gain=3.0, leak_grad=profile.leak_grad, correction=profile.correction,
+               pooling=profile.pooling).double()
+    theirs = SNN(TINY, 30.0).double()
+    theirs.load_state_dict(ours.state_dict())
+    spikes = _spikes((batch,) + ours.input_shape, seed=6, num_steps=8)
+    labels = torch.arange(batch) % 3
+    target = torch.eye(3, dtype=torch.float64)[labels]
+
+    sgd = torch.optim.SGD(ours.parameters(), lr=profile.lr, momentum=profile.momentum,
+                          weight_decay=profile.weight_decay)
+    (0.5 * ((ours(spikes) - target) ** 2).sum(1).mean()).backward()
+    sgd.step()
+    lee_sgd = torch.optim.SGD(theirs.parameters(), lr=0.0033, weight_decay=5e-4)
+    torch.nn.MSELoss(reduction="sum")(theirs(spikes), target).backward()
+    lee_sgd.step()
+    for (key, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15, msg=key)
+
+
+def test_every_profile_keeps_lee2020s_weight_decay_relative_to_its_loss():
+    # [21]: weight decay 5e-4 on a loss summed over the batch without the 1/2, 2 * batch times ours
+    from leaklib.profiles import PROFILES, lee2020_weight_decay
+
+    assert lee2020_weight_decay(64) == 5e-4 / 128 == 3.90625e-6 and lee2020_weight_decay(1) == 2.5e-4
+    for profile in PROFILES.values():
+        assert profile.weight_decay == lee2020_weight_decay(profile.batch_size), profile.name
+        assert profile.momentum == 0.0, profile.name

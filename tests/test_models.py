@@ -376,8 +376,8 @@ def test_synapse_map_pool_then_conv_by_hand():
 @pytest.mark.parametrize("tau", [30.0, 100.0, math.inf])
 def test_fresh_net_spikes_in_every_hidden_layer(dataset, batch, num_steps, tau):
     # He initialisation and [21]'s spiking pooling: every layer of a fresh net spikes within the first
-    # image. Each pooling and IF layer delays the activity by a few steps, so the 8 hidden layers of
-    # the CIFAR-10 net need ~30 steps before the last one fires (the paper uses T = 100).
+    # image. Each pooling and IF layer delays the activity by a few steps, so the last of the 8 hidden
+    # layers of the CIFAR-10 net first fires after 25-40 steps (later with more leak; the paper uses T = 100)
     torch.manual_seed(0)
     net = SNN(ARCHITECTURES[dataset], tau)
     gen = torch.Generator().manual_seed(1)
@@ -385,8 +385,11 @@ def test_fresh_net_spikes_in_every_hidden_layer(dataset, batch, num_steps, tau):
     spikes = torch.sign(x) * (torch.rand((num_steps, batch) + net.input_shape, generator=gen) < x.abs()).float()
     with torch.no_grad():
         _, rec = net(spikes, record=True)
-    per_layer = [int(c.sum()) for c in rec.spike_counts]
-    assert all(n > 0 for n in per_layer), per_layer
+        per_layer = [int(c.sum()) for c in rec.spike_counts]
+        assert all(n > 0 for n in per_layer), per_layer
+        if dataset == "cifar10":  # the delay is real: after 20 steps the last hidden layer is still silent
+            _, early = net(spikes[:20], record=True)
+            assert early.spike_counts[0].sum() > 0 and early.spike_counts[-1].sum() == 0
 
 
 def test_spec_with_only_an_output_layer():

@@ -233,7 +233,7 @@ def test_paper_profile_trains_the_papers_networks_on_true_format_files(tmp_path,
     # the fixtures are not the real files: skip only the md5 comparison, keep torchvision's loading code
     monkeypatch.setattr(train_module, "load_dataset", partial(load_dataset, verify_checksums=False))
     paper = get_profile("paper")
-    # T = 48: the deep layers of the CIFAR-10 net first fire after ~30 steps (each pooling and IF layer delays)
+    # T = 48: the deep layers of the CIFAR-10 net first fire after 25-40 steps (each pooling and IF layer delays)
     tiny = replace(paper, epochs=1, num_steps=48, batch_size=4, train_subset=4, test_subset=2, train_eval_subset=2,
                    eval_batch_size=2)
     config = RunConfig(tiny, dataset, 30.0, 1)

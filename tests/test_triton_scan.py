@@ -211,6 +211,37 @@ def test_triton_scan_generalised_semantics_match_stepwise_reference(semantics_re
     assert r["grad_max_abs_diff"] <= tol * max(1.0, r["grad_max_abs"])
 
 
+
+def test_triton_scan_computes_the_correction_on_the_masked_trace():
+    """A neuron that fired once, 35 steps before the end (tau_m = 5): LF = e^-7 is under [21]'s 1e-3, times
+    the dropout mask 1.25 over it; the factor is 1 + ln(beta) LF / Total, as tests/test_lee2020.py states."""
+    code = textwrap.dedent(
+        """
+        import math
+        import torch
+        import triton  # the interpreter
+        from leaklib.neurons import decay_factor
+        from leaklib.triton_scan import lif_scan
+
+        beta = decay_factor(5.0)
+        x = torch.zeros((36, 4), dtype=torch.float64)
+        x[0] = 1.5
+        x.requires_grad_(True)
+        mask = torch.tensor([1.25, 1.25, 0.0, 1.25], dtype=torch.float64)
+        w = torch.tensor([2.0, 3.0, 5.0, 7.0], dtype=torch.float64)
+        spikes = lif_scan(x, beta, 1.0, grad_beta=1.0, correction=True, mask=mask)
+        (spikes[0] * mask * w).sum().backward()
+        want = w * mask * (1 + math.log(beta) * beta**35)
+        assert spikes[0].tolist() == [1.0] * 4 and spikes.sum().item() == 4
+        assert torch.allclose(x.grad[0], want, rtol=1e-14, atol=0), (x.grad[0], want)
+        assert x.grad[1:].abs().sum().item() == 0
+        print("OK")
+        """
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "1", "LEAKLIB_TRITON": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+
 # ---------------------------------------------------------------------------------------------
 # the CUDA dispatch of lif_multistep, the self-check with its fallback, and the device guard
 
