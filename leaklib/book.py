@@ -136,6 +136,11 @@ def select_chapters(book_dir: Path, requested: Sequence[str] | None,
 
 # --------------------------------------------------------------------------- staging
 
+def stage_dir(build_dir: str | os.PathLike[str]) -> Path:
+    """Where ``leaklib book run`` stages the pages and the executed chapters: ``<build_dir>/src`` (flat, as ``book/``)."""
+    return Path(build_dir) / "src"
+
+
 def stage_sources(root: Path, stage: Path) -> None:
     """Copy ``_config.yml`` and ``book/``'s non-notebook files into ``stage`` (``book/x.md`` becomes
     ``stage/x.md``, as Jupyter Book sees ``book/``); ``write_staged_toc`` writes ``stage/_toc.yml``.
@@ -522,7 +527,7 @@ def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[Chapt
     results_dir = (opts.results_dir or root / "results").resolve()
     figures_dir = (opts.figures_dir or root / "figures" / opts.profile).resolve()
     build_dir = (opts.build_dir or root / "_build").resolve()
-    stage, html_dir = build_dir / "src", build_dir / "html"
+    stage, html_dir = stage_dir(build_dir), build_dir / "html"
     if opts.profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {opts.profile!r}")
     _profiles.get_profile(opts.profile, **_profiles.parse_overrides(opts.overrides))  # bad settings: fail before any chapter
@@ -690,7 +695,7 @@ def _run_command(args: argparse.Namespace) -> int:
 def _build_command(args: argparse.Namespace) -> int:
     root = args.root.resolve()
     build_dir = (args.build_dir or root / "_build").resolve()
-    stage, html_dir = build_dir / "src", build_dir / "html"
+    stage, html_dir = stage_dir(build_dir), build_dir / "html"
     if not (stage / "_toc.yml").is_file():
         print(f"[book] error: {stage} is not staged yet; run `leaklib book run` first", file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 
 :func:`collect` reads what a run of the book left on disk: the claims ledgers that chapters 07 and
 08 wrote (``claims.json`` in each sweep's variant folder), Table 1 (``table1.csv``), the runs'
-metrics and the executed chapters' timings (``_build/src/book/*.ipynb``). :func:`render` turns that
+metrics and the executed chapters' timings (the staged notebooks ``_build/src/*.ipynb``). :func:`render` turns that
 into markdown; :func:`update_readme` replaces the block between :data:`START` and :data:`END` and
 stores the data it was rendered from inside the block, so :func:`check_readme` (and a test) can
 re-render it and find a block that was edited by hand or written by another version of the code.
@@ -49,8 +49,10 @@ def _chapter_times(build_dir: Path) -> dict[str, float]:
     """Seconds per executed chapter from the runner's record in each staged notebook (``leaklib book run``)."""
     import nbformat
 
+    from .book import stage_dir
+
     times = {}
-    for path in sorted((build_dir / "src" / "book").glob("[0-9][0-9]_*.ipynb")):
+    for path in sorted(stage_dir(build_dir).glob("[0-9][0-9]_*.ipynb")):
         record = nbformat.read(path, as_version=4).metadata.get("leaklib_book") or {}
         if "seconds" in record:
             times[path.stem] = float(record["seconds"])

@@ -94,3 +94,21 @@ def test_collect_reads_what_a_book_run_wrote(tmp_path, capsys):
         cli.main(["report", "--profile", "nope"])
     assert cli.main(argv[:-len(overrides) - 1] + ["--set", "epochs=2"]) == 2  # no such finished run: one line
     assert "run" in capsys.readouterr().err
+
+
+def test_chapter_times_are_read_where_book_run_stages_the_chapters(tmp_path):
+    """The staged notebooks lie flat under <build>/src (leaklib.book.stage_dir), each with the runner's record."""
+    import nbformat
+
+    from leaklib.book import stage_dir
+
+    stage = stage_dir(tmp_path / "_build")
+    stage.mkdir(parents=True)
+    for stem, seconds in (("01_neurons_and_coherence", 20.5), ("02_training", 338.25)):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["leaklib_book"] = {"seconds": seconds, "profile": "quick"}
+        nbformat.write(nb, stage / f"{stem}.ipynb")
+    nbformat.write(nbformat.v4.new_notebook(), stage / "03_robustness.ipynb")  # not executed by the runner
+    assert report._chapter_times(tmp_path / "_build") == {"01_neurons_and_coherence": 20.5, "02_training": 338.25}
+    text = report.render(_data(chapter_seconds=report._chapter_times(tmp_path / "_build")))
+    assert "**6.0 min** of chapter execution (01 20 s, 02 338 s)" in text
