@@ -146,14 +146,19 @@ class ClaimPart:
         return out
 
     def intervals(self, digits: int = 3) -> str:
-        """The 95 % interval of every compared pair: 'τm=30 − IF: −0.012 [−0.020, −0.004]; ...'."""
+        """The interval of every compared pair: 'τm=30 − IF: −0.012 [−0.020, −0.004] (n=5, d=-1.2); ...'.
+
+        The level is the rule's: 95 % for a directional claim (not repeated), otherwise stated in the
+        text ('(90%, n=5, ...)' for an "about the same" claim, whose TOST uses 90 % intervals).
+        """
         texts = []
         for c in self.decision.comparisons:
             name = (_tau_name(c.a) if c.a == c.b else f"{_tau_name(c.b)} − {_tau_name(c.a)}")
             iv = c.interval
+            level = "" if math.isclose(iv.level, 0.95) else f"{100 * iv.level:g}%, "
             if iv.defined:
                 texts.append(f"{name}: {iv.mean:+.{digits}g} [{iv.low:+.{digits}g}, {iv.high:+.{digits}g}] "
-                             f"(n={iv.n}, d={iv.effect_size:.2g})")
+                             f"({level}n={iv.n}, d={iv.effect_size:.2g})")
             else:
                 texts.append(f"{name}: –")
         return "; ".join(texts)
@@ -469,7 +474,7 @@ def claim_baseline_accuracy(history: pd.DataFrame, dataset: str, tolerance: floa
         level = [v for v in reference.values() if math.isfinite(v)] or finite
         tolerance = stats.accuracy_tolerance(n_test, float(np.mean(level)))
     measure = (f"clean test accuracy (%) of the last epoch; 'about the same' = every paired difference's 90% "
-               f"interval within ±{tolerance:.2g} points" + (f" (2 binomial SE on {n_test} test images)" if n_test else ""))
+               f"interval within ±{tolerance:.3g} points" + (f" (2 binomial SE on {n_test} test images)" if n_test else ""))
     return ClaimResult(*args, measure, dataset,
                        [_part("", values, "similar", diverged_runs(runs, dataset), tolerance)])
 
@@ -699,7 +704,7 @@ def claims_ledger(history: pd.DataFrame, robustness: pd.DataFrame | None, clean:
 
 def ledger_frame(results: Sequence[ClaimResult]) -> pd.DataFrame:
     """The ledger as a table: id, dataset, section, claim, paper, measure, evidence (mean±std per tau_m),
-    intervals (95 % interval of every paired difference), verdict, reason."""
+    intervals (the interval of every paired difference: 95 %, or the level stated), verdict, reason."""
     return pd.DataFrame([{"id": r.id, "dataset": r.dataset, "section": r.section, "claim": r.claim,
                           "paper": r.paper, "measure": r.measure, "evidence": r.evidence(),
                           "intervals": r.intervals(), "verdict": r.verdict, "reason": r.reason} for r in results])

@@ -140,8 +140,8 @@ def render(data: dict) -> str:
         ablation = data["ablation"]["summary"].get(dataset, {})
         lines.append(f"Claims ledger ({dataset}), [21]'s training: {_counts(summary)}; with the exact gradient: "
                      f"{_counts(ablation)}.")
-    lines += ["", "| # | claim (Sec. 4) | evidence (mean ± sd over seeds, IF first) | 95% intervals of the paired "
-                  "differences | verdict | exact gradient |", "|---|---|---|---|---|---|"]
+    lines += ["", "| # | claim (Sec. 4) | evidence (mean ± sd over seeds, IF first) | intervals of the paired "
+                  "differences (95%; 90% where stated) | verdict | exact gradient |", "|---|---|---|---|---|---|"]
     ablation = {(c["id"], c["dataset"]): c for c in data["ablation"]["claims"]}
     for c in data["claims"]:
         other = ablation.get((c["id"], c["dataset"]), {}).get("verdict", "–")

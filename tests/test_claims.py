@@ -231,7 +231,10 @@ def test_baseline_accuracy_is_an_equivalence_within_the_tolerance():
     assert claim_baseline_accuracy(history, "digits", tolerance=0.5).verdict == "not reproduced"
     # the default tolerance: 2 binomial SE of the IF accuracy (90.3 %) on 360 images, 3.1 points
     derived = claim_baseline_accuracy(history, "digits", n_test=360)
-    assert derived.verdict == "reproduced" and "±3.1 points" in derived.measure
+    assert derived.verdict == "reproduced" and "±3.12 points" in derived.measure
+    # the measure and the reason state the same margin, and the intervals say they are the TOST's 90 % ones
+    assert "TOST margin ±3.12" in derived.reason
+    assert derived.intervals().count("(90%, n=") == 3 and "(n=" not in derived.intervals()
     assert claim_baseline_accuracy(history, "digits").verdict == "cannot decide"
 
 
