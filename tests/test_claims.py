@@ -238,6 +238,18 @@ def test_baseline_accuracy_is_an_equivalence_within_the_tolerance():
     assert claim_baseline_accuracy(history, "digits").verdict == "cannot decide"
 
 
+def test_enwsi_claim_also_needs_the_largest_leak_highest():
+    """Sec. 4.5 / Fig. 6: LIF above IF in every layer *and* tau_m = 30 (the largest leak) the highest."""
+    both = claim_enwsi(_clean({30.0: 3.0, 100.0: 2.0, math.inf: 1.0}), "digits")
+    assert both.verdict == "reproduced"
+    assert [c.label for c in both.parts[0].decision.comparisons] == ["tau_m=100 - IF", "tau_m=30 - IF",
+                                                                     "tau_m=30 - tau_m=100"]
+    # both LIF models above IF, but tau_m = 100 above tau_m = 30: the second half of the claim fails
+    swapped = claim_enwsi(_clean({30.0: 2.0, 100.0: 3.0, math.inf: 1.0}), "digits")
+    assert swapped.verdict == "not reproduced (opposite)"
+    assert "tau_m=30 - tau_m=100" in swapped.reason and "tau_m=100 - IF" not in swapped.reason
+
+
 def test_critical_frequency_means_leave_nan_out():
     means = critical_frequency_means(_clean({30.0: 3.0, 100.0: 2.0, math.inf: 1.0}))
     assert means.critical_frequency.iloc[0] == pytest.approx(0.1 * (3.0 + 0.01 + 0.002 * _noise(30.0, 1, "rate")))
