@@ -72,6 +72,7 @@ __all__ = [
     "claim_noise_raises_critical_frequency",
     "claim_enwsi",
     "claim_divergence",
+    "claim_input_spectrum",
     "claims_ledger",
     "ledger_frame",
     "ledger_summary",
@@ -122,6 +123,8 @@ class ClaimPart:
     expect: str
     decision: stats.Decision
     tolerance: float | None = None
+    evidence_text: str | None = None   # for a claim whose evidence is not per tau_m and seed (Fig. 4)
+    intervals_text: str | None = None
 
     @property
     def verdict(self) -> str:
@@ -151,6 +154,8 @@ class ClaimPart:
         The level is the rule's: 95 % for a directional claim (not repeated), otherwise stated in the
         text ('(90%, n=5, ...)' for an "about the same" claim, whose TOST uses 90 % intervals).
         """
+        if self.intervals_text is not None:
+            return self.intervals_text
         texts = []
         for c in self.decision.comparisons:
             name = (_tau_name(c.a) if c.a == c.b else f"{_tau_name(c.b)} − {_tau_name(c.a)}")
@@ -188,6 +193,9 @@ class ClaimResult:
             return "–"
         texts = []
         for part in self.parts:
+            if part.evidence_text is not None:
+                texts.append((f"{part.label}: " if part.label else "") + part.evidence_text)
+                continue
             means, stds = part.means(), part.stds()
             cells = []
             for tau in stats.leak_order(part.values):
@@ -617,6 +625,58 @@ def claim_enwsi(clean: pd.DataFrame, dataset: str, runs: pd.DataFrame | None = N
     return ClaimResult(*args, parts) if parts else _cannot(*args, "no measured network")
 
 
+def claim_input_spectrum(spectra: pd.DataFrame, dataset: str) -> ClaimResult:
+    """(14) Noisy input spike trains keep roughly the same mean spectrum but spread over a wider band (Fig. 4).
+
+    ``spectra``: :func:`leaklib.spectra.fig4_verdicts` rows (e.g. :meth:`leaklib.sweep.Sweep.input_spectra`),
+    paired by image, one per reading and noisy condition. The text does not say which signal Fig. 4
+    transforms, so every reading of :data:`leaklib.spectra.READINGS` is tested: a reading holds when it
+    is reproduced in every noisy condition (both scenarios). Reproduced when some reading holds (the
+    reason names it and the readings under which the sentence fails); otherwise the best of the
+    readings' worst verdicts: inconclusive, cannot decide, or not reproduced (opposite only when every
+    reading is opposite somewhere).
+    """
+    from .spectra import READINGS
+
+    args = ("14", "4.3, Fig. 4", "With noisy inputs the mean spectrum of the input spike trains remains roughly the "
+            "same, but it spreads over a wider band (more components at higher frequencies).",
+            "Fig. 4, in words; no numbers reported")
+    measure = ("per image, power-weighted mean frequency ('mean') and its sd ('band') of the input spikes' spectrum "
+               "under each reading of the text, clean vs Gaussian noise (scenarios 1 and 2); 'the same' = 90% "
+               "interval of the paired change inside a tenth of the clean band, 'wider' = 95% interval above 0")
+    part = spectra[spectra["dataset"] == dataset] if "dataset" in spectra.columns else spectra
+    if part.empty:
+        return _cannot(*args, measure, dataset, "no input spectra measured")
+    order = [r for r in READINGS if r in set(part["reading"])] + sorted(set(part["reading"]) - set(READINGS))
+    worst: dict[str, str] = {}
+    for reading in order:
+        verdicts = list(part.loc[part["reading"] == reading, "verdict"])
+        worst[reading] = min(verdicts, key=lambda v: (_SEVERITY[v], v != stats.OPPOSITE))
+    held = [r for r in order if worst[r] == stats.REPRODUCED]
+    best = max(worst.values(), key=lambda v: (_SEVERITY[v], v != stats.OPPOSITE))
+    failed = "; ".join(f"{r}: {worst[r]}" for r in order if r not in held)
+    if held:
+        verdict = stats.REPRODUCED
+        why = (f"reproduced under the reading(s) {', '.join(held)} in every noisy condition"
+               + (f"; not under the others ({failed})" if failed else ""))
+    else:
+        verdict = best
+        why = f"no reading reproduces the sentence in every noisy condition ({failed})"
+    records = part.to_dict("records")
+    details = "; ".join(f"{row['reading']}, {row['condition']}: {row['reason']} -> {row['verdict']}" for row in records)
+    evidence = "; ".join(f"{row['reading']}, {row['condition']}: mean {row['clean mean']:.3g}→{row['noisy mean']:.3g}, "
+                         f"band {row['clean spread']:.3g}→{row['noisy spread']:.3g}" for row in records)
+    intervals = "; ".join(
+        f"{row['reading']}, {row['condition']}: mean change {row['mean change']:+.3g} [{row['mean change low']:+.3g}, "
+        f"{row['mean change high']:+.3g}], band change {row['spread change']:+.3g} [{row['spread change low']:+.3g}, "
+        f"{row['spread change high']:+.3g}] (95%, n={int(row['images'])} images, tolerance ±{row['tolerance']:.3g})"
+        for row in records)
+    decision = stats.Decision("same mean, wider band", verdict, f"{why}. Per reading and condition: {details}",
+                              (), 0.95, "none")
+    return ClaimResult(*args, measure, dataset, [ClaimPart("", {}, "same mean, wider band", decision,
+                                                           evidence_text=evidence, intervals_text=intervals)])
+
+
 def divergence_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """Per tau_m of ``dataset``: runs, diverged runs, the epochs at which they diverged, mean final accuracy of the others."""
     part = runs[runs["dataset"] == dataset]
@@ -670,12 +730,13 @@ def claim_divergence(runs: pd.DataFrame | None, dataset: str, below: float = DIV
 def claims_ledger(history: pd.DataFrame, robustness: pd.DataFrame | None, clean: pd.DataFrame | None,
                   datasets: Iterable[str] | None = None, sse_window: float = 20 / 150,
                   accuracy_tolerance: float | None = None, points: int = 25, runs: pd.DataFrame | None = None,
-                  n_test: Mapping[str, int] | None = None) -> list[ClaimResult]:
-    """Every claim of Sec. 4 on every dataset, in the ledger's order (1-13); tables given as None give
+                  n_test: Mapping[str, int] | None = None, spectra: pd.DataFrame | None = None) -> list[ClaimResult]:
+    """Every claim of Sec. 4 on every dataset, in the ledger's order (1-14); tables given as None give
     'cannot decide' rows. A claim whose data do not allow its measure is 'cannot decide' with the
-    reason; none raises. ``n_test``: test-set size per dataset (for claim 1's tolerance)."""
+    reason; none raises. ``n_test``: test-set size per dataset (for claim 1's tolerance); ``spectra``:
+    Fig. 4's verdicts (:meth:`leaklib.sweep.Sweep.input_spectra`) for claim 14."""
     datasets = list(datasets) if datasets is not None else list(dict.fromkeys(history["dataset"]))
-    tables = {"history": history, "robustness": robustness, "clean": clean, "runs": runs}
+    tables = {"history": history, "robustness": robustness, "clean": clean, "runs": runs, "spectra": spectra}
     steps: list[tuple[str, str, str, Callable[[str], ClaimResult]]] = [
         ("1", "history", "baseline accuracy", lambda d: claim_baseline_accuracy(
             history, d, accuracy_tolerance, (n_test or {}).get(d), runs)),
@@ -692,6 +753,7 @@ def claims_ledger(history: pd.DataFrame, robustness: pd.DataFrame | None, clean:
         ("12", "clean", "noise raises the critical frequency",
          lambda d: claim_noise_raises_critical_frequency(clean, d, runs)),
         ("13", "runs", "divergence at small tau_m", lambda d: claim_divergence(runs, d)),
+        ("14", "spectra", "input spectra: same mean, wider band", lambda d: claim_input_spectrum(spectra, d)),
     ]
     results = []
     for dataset in datasets:

@@ -250,6 +250,41 @@ def test_enwsi_claim_also_needs_the_largest_leak_highest():
     assert "tau_m=30 - tau_m=100" in swapped.reason and "tau_m=100 - IF" not in swapped.reason
 
 
+def _fig4(shift: dict[str, float], widen: dict[str, float], n: int = 40) -> pd.DataFrame:
+    """fig4_verdicts of per-image summaries: each reading's noisy mean moved by ``shift``, band by ``widen``."""
+    from leaklib.spectra import fig4_verdicts
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for reading in shift:
+        mean, spread = rng.uniform(0.4, 0.6, n), rng.uniform(0.2, 0.3, n)
+        for condition, dm, ds in (("clean", 0.0, 0.0), ("s1", shift[reading], widen[reading]),
+                                  ("s2", shift[reading], widen[reading])):
+            rows.append(pd.DataFrame({"reading": reading, "condition": condition, "image": np.arange(n),
+                                      "mean": mean + dm + 1e-4 * rng.normal(size=n),
+                                      "spread": spread + ds + 1e-4 * rng.normal(size=n)}))
+    return fig4_verdicts(pd.concat(rows, ignore_index=True).assign(dataset="digits"))
+
+
+def test_input_spectrum_claim_names_the_readings_that_reproduce_it():
+    """Claim 14 (Fig. 4): reproduced when some reading holds in every noisy condition, and the reason says which."""
+    from leaklib.claims import claim_input_spectrum
+
+    table = _fig4({"pixel": 0.0, "population": 0.1}, {"pixel": 0.05, "population": 0.05})
+    result = claim_input_spectrum(table, "digits")
+    assert result.verdict == "reproduced" and result.id == "14"
+    assert "reading(s) pixel in every noisy condition" in result.reason and "population: not reproduced" in result.reason
+    assert result.evidence().count("pixel, s") == 2 and "(95%, n=40 images" in result.intervals()
+    # no reading holds: the best reading's worst verdict; narrower everywhere: opposite
+    assert claim_input_spectrum(_fig4({"pixel": 0.1}, {"pixel": 0.05}), "digits").verdict == "not reproduced"
+    assert claim_input_spectrum(_fig4({"pixel": 0.0}, {"pixel": -0.05}), "digits").verdict == \
+        "not reproduced (opposite)"
+    assert claim_input_spectrum(table, "svhn").verdict == "cannot decide"
+    # the ledger without spectra: a 'cannot decide' row 14, never an exception
+    ledger = claims_ledger(_history({30.0: 1, 100.0: 1, math.inf: 1}), None, None)
+    assert ledger[-1].id == "14" and ledger[-1].verdict == "cannot decide"
+
+
 def test_critical_frequency_means_leave_nan_out():
     means = critical_frequency_means(_clean({30.0: 3.0, 100.0: 2.0, math.inf: 1.0}))
     assert means.critical_frequency.iloc[0] == pytest.approx(0.1 * (3.0 + 0.01 + 0.002 * _noise(30.0, 1, "rate")))
@@ -273,11 +308,12 @@ def test_ledger_order_summary_and_files(tmp_path):
     clean = _clean({30.0: 3.0, 100.0: 2.0, math.inf: 1.0})
     robustness = _robustness({30.0: 0.1, 100.0: 0.2, math.inf: 0.3})
     results = claims_ledger(history, robustness, clean, accuracy_tolerance=2.0, runs=_runs())
-    assert [r.id for r in results] == [str(i) for i in range(1, 14)]
+    assert [r.id for r in results] == [str(i) for i in range(1, 15)]
     summary = ledger_summary(results)
     # reproduced: 1-7, 9, 10, 12; opposite: 8; inconclusive: 11; cannot decide: 13 (no tau_m < 30 in the sweep)
+    # and 14 (no input spectra given)
     assert summary == {"digits": {"reproduced": 10, "not reproduced (opposite)": 1, "not reproduced": 0,
-                                  "inconclusive": 1, "cannot decide": 1}}
+                                  "inconclusive": 1, "cannot decide": 2}}
     without = claims_ledger(history, None, clean, runs=_runs())
     assert [r.verdict for r in without if r.id in ("2", "3", "4")] == ["cannot decide"] * 3
     md, js = write_ledger(results, tmp_path, "unit")
@@ -286,7 +322,7 @@ def test_ledger_order_summary_and_files(tmp_path):
     assert data["claims"][5]["parts"][0]["mean_by_tau"]["inf"] == pytest.approx(
         np.mean([1.0 + 0.01 * s + 0.002 * _noise(math.inf, s, "rate") for s in SEEDS]))
     assert data["claims"][5]["parts"][0]["decision"]["comparisons"][0]["interval"]["n"] == 5
-    assert md.read_text().count("\n| ") == 1 + 13  # header + one line per claim
+    assert md.read_text().count("\n| ") == 1 + 14  # header + one line per claim
 
 
 def test_a_diverged_tau_and_disjoint_ranges_give_cannot_decide_rows_not_errors():

@@ -82,7 +82,7 @@ def test_collect_reads_what_a_book_run_wrote(tmp_path, capsys):
     data = report.collect("smoke", results, tmp_path / "_build", overrides)
     assert data["variant"] == sweeps["default"].ledger_dir().name and data["runs"] == 2
     assert set(data["accuracy"]["digits"]) == {"30", "inf"}
-    assert [c["id"] for c in data["claims"]] == [str(i) for i in range(1, 14)]
+    assert [c["id"] for c in data["claims"]] == [str(i) for i in range(1, 15)]
     assert json.loads(json.dumps(data)) == data  # JSON-ready
     readme = tmp_path / "README.md"
     readme.write_text(f"{report.START}\n{report.END}\n")
