@@ -595,7 +595,8 @@ def claim_noise_raises_critical_frequency(clean: pd.DataFrame, dataset: str,
     means = critical_frequency_means(clean)
     before = claim_values(means, "critical_frequency", dataset)
     after = claim_values(means, "critical_frequency_noisy", dataset)
-    decision = stats.decide_condition(before, after, "higher", condition="noisy − clean")
+    decision = stats.decide_condition(before, after, "higher", condition="noisy − clean",
+                                      diverged=diverged_runs(runs, dataset))
     values = {tau: {s: after[tau][s] - before[tau].get(s, math.nan) for s in after[tau]} for tau in after}
     part = ClaimPart("", values, "noisy above clean", decision)
     return ClaimResult("12", "4.3, Fig. 5a-c",

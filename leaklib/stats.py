@@ -743,30 +743,39 @@ def decide(values_by_tau: SeedValues, expect: str, tolerance: float | None = Non
 
 def decide_condition(before: SeedValues, after: SeedValues, claimed: Literal["higher", "lower"], *,
                      level: float = 0.95, adjust: Adjust = "holm", min_seeds: int = 2,
-                     condition: str = "after - before") -> Decision:
+                     condition: str = "after - before",
+                     diverged: Mapping[Any, Iterable[Hashable]] | Iterable[tuple[Any, Hashable]] | None = None
+                     ) -> Decision:
     """Decide 'a change of condition raises (lowers) the value for every tau_m' from the same runs measured twice.
 
     ``before`` and ``after`` are seed-keyed ``{tau_m: {seed: value}}`` of the same networks under two
     conditions (Sec. 4.3: the target neuron's critical frequency on clean and on noisy inputs). Per
     tau_m the evidence is the per-seed difference ``after - before``; the directional rule of
     :func:`decide_direction` applies with one "pair" per tau_m (Holm over the tau_m against the claim).
-    ``condition`` names the difference in the reasons.
+    ``condition`` names the difference in the reasons. ``diverged`` (as for :func:`decide_direction`):
+    a tau_m with a diverged run cannot be decided, as everywhere else in this module.
     """
     if claimed not in ("higher", "lower"):
         raise ValueError(f"claimed must be 'higher' or 'lower', got {claimed!r}")
     b, a = _by_tau(before), _by_tau(after)
-    taus = leak_order(set(a) & set(b))
+    broken = _diverged_map(diverged)
+    taus = leak_order((set(a) & set(b)) | {t for t, seeds in broken.items() if seeds})
     if not taus:
         return _cannot(f"{condition} {claimed}", "no tau_m measured under both conditions", level, adjust)
     rows, info = [], []
     for tau in taus:
-        seeds = sorted(set(a[tau]) & set(b[tau]), key=_seed_sort_key)
+        seeds = sorted(set(a.get(tau, {})) & set(b.get(tau, {})), key=_seed_sort_key)
         pairs = [(s, float(a[tau][s]) - float(b[tau][s])) for s in seeds
                  if a[tau][s] is not None and b[tau][s] is not None]
         kept = [(s, d) for s, d in pairs if math.isfinite(d)]
         dropped = [s for s, d in pairs if not math.isfinite(d)]
+        why = None
+        if broken.get(tau):
+            gone = ", ".join(map(str, sorted(broken[tau], key=_seed_sort_key)))
+            why = f"runs diverged ({tau_label(tau)} seed(s) {gone}); leaving them out would bias the comparison"
+            kept = []
         rows.append(np.asarray([d for _, d in kept], dtype=float))
-        info.append(([s for s, _ in kept], dropped))
+        info.append(([s for s, _ in kept], dropped, why))
     width = max([len(r) for r in rows] + [1])
     d = np.full((len(rows), width), np.nan)
     for i, r in enumerate(rows):
@@ -775,8 +784,9 @@ def decide_condition(before: SeedValues, after: SeedValues, claimed: Literal["hi
     k_tested = int(np.isfinite(out["p_against"]).sum())
     adjusted = adjust != "none" and k_tested > 1
     comparisons = []
-    for i, (tau, (seeds, dropped)) in enumerate(zip(taus, info)):
-        iv = interval(d[i], level)
+    for i, (tau, (seeds, dropped, why)) in enumerate(zip(taus, info)):
+        iv = interval(d[i], level) if why is None else Interval(
+            math.nan, math.nan, math.nan, 0, math.nan, math.nan, "t", level, why)
         verdict = _CODE_DIRECTION[int(out["pair"][i])]
         p = {key: float(out[key][i]) for key in ("p_claimed", "p_claimed_adjusted", "p_against", "p_against_adjusted")}
         reason = _pair_reason(verdict, iv, claimed, adjusted, adjust, k_tested,

@@ -26,6 +26,7 @@ from leaklib.stats import (
     adjust_p,
     comparison_pairs,
     decide,
+    decide_condition,
     decide_direction,
     decide_equivalence,
     directional_codes,
@@ -414,6 +415,22 @@ def test_cannot_decide_cases():
     assert "no IF" in decide_direction(no_if, "lif_below_if").reason
     assert decide_direction({INF: values[INF]}, "lif_below_if").verdict == CANNOT_DECIDE
     assert decide_direction(values, "lif_below_if", min_seeds=6).verdict == CANNOT_DECIDE
+
+
+def test_condition_change_with_a_diverged_run_cannot_be_decided():
+    """The same policy as every other claim: a tau_m whose run diverged (absent from the clean table) is not
+    decided from the remaining seeds; the other tau_m still are."""
+    before = claim_values({INF: 0.0, 30.0: 0.0})
+    after = {t: {s: v + 1.0 + 0.01 * s for s, v in per_seed.items()} for t, per_seed in before.items()}
+    assert decide_condition(before, after, "higher").verdict == REPRODUCED
+    without = {INF: before[INF], 30.0: {s: v for s, v in before[30.0].items() if s != 3}}
+    d = decide_condition(without, {INF: after[INF], 30.0: {s: v for s, v in after[30.0].items() if s != 3}},
+                         "higher", diverged={30.0: [3]})
+    assert d.verdict == CANNOT_DECIDE and "tau_m=30 seed(s) 3" in d.reason
+    assert [c.verdict for c in d.comparisons] == [REPRODUCED, CANNOT_DECIDE]
+    # every run of a tau_m diverged: it still appears, undecided, instead of silently vanishing
+    gone = decide_condition({INF: before[INF]}, {INF: after[INF]}, "higher", diverged={30.0: list(before[30.0])})
+    assert gone.verdict == CANNOT_DECIDE and [c.a for c in gone.comparisons] == [INF, 30.0]
 
 
 def test_nan_seeds_are_dropped_and_reported():
