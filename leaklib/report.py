@@ -178,9 +178,14 @@ def update_readme(path: str | os.PathLike[str], data: dict) -> bool:
     return True
 
 
-def check_readme(path: str | os.PathLike[str]) -> list[str]:
+def check_readme(path: str | os.PathLike[str], results_dir: str | os.PathLike[str] | None = None) -> list[str]:
     """Problems with the README's results block: missing markers or data, or text that is not what
-    :func:`render` makes of the stored data (edited by hand, or rendered by other code)."""
+    :func:`render` makes of the stored data (edited by hand, or rendered by other code).
+
+    With ``results_dir`` holding the ledgers of the block's run (``<profile>/<variant>/claims.json``, the
+    default sweep's and the ablation's), the stored verdicts and evidence must also be those ledgers'
+    (so an edit of text and stored data together is caught where the run's files are at hand).
+    """
     try:
         _, body, _ = _split(Path(path).read_text(encoding="utf-8"))
     except ValueError as exc:
@@ -194,4 +199,10 @@ def check_readme(path: str | os.PathLike[str]) -> list[str]:
     if START + body + END != expected:
         return ["the results block differs from what `leaklib report` renders from its own data: it was edited "
                 "by hand or written by another version; regenerate it with `leaklib report`"]
+    if results_dir is not None:
+        ledger = Path(results_dir) / str(data.get("profile")) / str(data.get("variant")) / "claims.json"
+        if ledger.is_file():
+            stored = _read_json(ledger)
+            if _ledger_rows(stored) != data["claims"] or stored["summary"] != data["summary"]:
+                return [f"the results block's claims differ from {ledger}: regenerate it with `leaklib report`"]
     return []

@@ -90,6 +90,18 @@ def test_collect_reads_what_a_book_run_wrote(tmp_path, capsys):
             "--readme", str(readme), "--set"] + [f"{k}={v}" for k, v in overrides.items()]
     assert cli.main(argv) == 0 and "updated" in capsys.readouterr().out
     assert cli.main(["report", "--readme", str(readme), "--check"]) == 0
+    assert cli.main(["report", "--readme", str(readme), "--check", "--results-dir", str(results)]) == 0
+    # a verdict changed in the text and in the stored data alike passes the form check, not the ledger's
+    text = readme.read_text()
+    first = data["claims"][0]["verdict"]
+    edited = text.replace(f"**{first}**", "**reproduced**" if first != "reproduced" else "**inconclusive**", 1)
+    edited = edited.replace(f'"verdict":"{first}"', '"verdict":"reproduced"' if first != "reproduced"
+                            else '"verdict":"inconclusive"', 1)
+    readme.write_text(edited)
+    assert report.check_readme(readme) == []
+    assert "differ from" in report.check_readme(readme, results)[0]
+    assert cli.main(["report", "--readme", str(readme), "--check", "--results-dir", str(results)]) == 1
+    readme.write_text(text)
     with pytest.raises(SystemExit):
         cli.main(["report", "--profile", "nope"])
     assert cli.main(argv[:-len(overrides) - 1] + ["--set", "epochs=2"]) == 2  # no such finished run: one line
