@@ -220,7 +220,7 @@ def _pair(values_by_tau: SeedValues, a: float, b: float) -> tuple[list[Hashable]
         x, y = va[s], vb[s]
         x = math.nan if x is None else float(x)
         y = math.nan if y is None else float(y)
-        if math.isfinite(x) and math.isfinite(y):
+        if math.isfinite(x) and math.isfinite(y) and math.isfinite(y - x):  # (y - x overflows near 1.8e308)
             seeds.append(s)
             diffs.append(y - x)
         else:
@@ -286,14 +286,18 @@ def _t_summary(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     finite = np.isfinite(d)
     n = finite.sum(axis=-1)
     x = np.where(finite, d, 0.0)
+    # computed on d / max|d| and scaled back, so that huge values (e.g. 1e300) neither overflow nor lose the sd
+    scale = np.abs(x).max(axis=-1) if x.shape[-1] else np.zeros(x.shape[:-1])
+    scale = np.where(scale > 0, scale, 1.0)
+    x = x / scale[..., None]
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = x.sum(axis=-1) / n
-        dev = np.where(finite, d - mean[..., None], 0.0)
+        dev = np.where(finite, x - mean[..., None], 0.0)
         var = (dev * dev).sum(axis=-1) / (n - 1)
         var = np.where(n >= 2, var, np.nan)
         sd = np.sqrt(var)
         se = sd / np.sqrt(n)
-    return mean, sd, n, se
+    return mean * scale, sd * scale, n, se * scale
 
 
 def _effect_size(mean: float, sd: float) -> float:

@@ -433,6 +433,23 @@ def test_condition_change_with_a_diverged_run_cannot_be_decided():
     assert gone.verdict == CANNOT_DECIDE and [c.a for c in gone.comparisons] == [INF, 30.0]
 
 
+def test_huge_values_neither_overflow_nor_mislabel():
+    """Measures near the float limit: the interval is that of the same data scaled down, and a difference that
+    overflows is left out as non-finite (not counted as a paired seed)."""
+    import warnings
+
+    small = {INF: {1: 1.0, 2: 1.1, 3: 1.0}, 30.0: {1: 1.5, 2: 1.6, 3: 1.4}}
+    huge = {t: {s: v * 1e300 for s, v in per_seed.items()} for t, per_seed in small.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning either
+        a, b = decide_direction(small, "lif_above_if"), decide_direction(huge, "lif_above_if")
+    assert a.verdict == b.verdict == REPRODUCED
+    assert b.comparisons[0].interval.low == pytest.approx(1e300 * a.comparisons[0].interval.low, rel=1e-9)
+    edge = {INF: {1: 1e308, 2: 1.0, 3: 2.0, 4: 3.0}, 30.0: {1: -1e308, 2: 2.0, 3: 3.1, 4: 4.2}}
+    d = decide_direction(edge, "lif_above_if")
+    assert d.comparisons[0].dropped == (1,) and d.comparisons[0].interval.n == 3 and d.verdict == REPRODUCED
+
+
 def test_nan_seeds_are_dropped_and_reported():
     values = claim_values({INF: 0.0, 30.0: -2.0})
     values[30.0][4] = math.nan
