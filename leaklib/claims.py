@@ -322,9 +322,15 @@ def accuracy_drop(robustness: pd.DataFrame, scenarios: Iterable[int] | None = No
     if noises is not None:
         table = table[table["noise"].isin(list(noises))]
     clean = robustness[robustness["severity"] == 0].groupby(keys, sort=False)["accuracy"].mean()
-    noisy_rows = table[table["severity"].isin(list(severities))]
+    wanted = sorted({int(s) for s in severities})
+    noisy_rows = table[table["severity"].isin(wanted)]
     if noisy_rows.empty:
         raise ValueError("no noisy rows for these scenarios, noises and severities")
+    # the measure is the mean over *these* severities: a condition measured at only some of them is refused
+    for key, group in noisy_rows.groupby(keys + ["scenario", "noise"], sort=False):
+        missing = sorted(set(wanted) - set(int(s) for s in group["severity"]))
+        if missing:
+            raise ValueError(f"the robustness table lacks severities {missing} for {dict(zip(keys + ['scenario', 'noise'], key))}")
     noisy = noisy_rows.groupby(keys, sort=False)["accuracy"].mean()
     out = pd.DataFrame({"clean": 100.0 * clean, "noisy": 100.0 * noisy}).dropna().reset_index()
     return out.assign(drop=out["clean"] - out["noisy"])
@@ -429,7 +435,10 @@ def measures_by_run(history: pd.DataFrame, robustness: pd.DataFrame | None, clea
             pass
     if robustness is not None and not robustness.empty:
         for scenario in sorted(set(robustness["scenario"])):
-            drop = accuracy_drop(robustness, scenarios=[scenario])
+            try:
+                drop = accuracy_drop(robustness, scenarios=[scenario])
+            except ValueError:  # e.g. severities missing: the measure is left out, as documented
+                continue
             per_run.append(drop.rename(columns={"drop": "value"}).assign(measure=f"drop_scenario_{scenario}"))
     if clean is not None and not clean.empty:
         means = critical_frequency_means(clean)
@@ -736,7 +745,8 @@ def claims_ledger(history: pd.DataFrame, robustness: pd.DataFrame | None, clean:
     'cannot decide' rows. A claim whose data do not allow its measure is 'cannot decide' with the
     reason; none raises. ``n_test``: test-set size per dataset (for claim 1's tolerance); ``spectra``:
     Fig. 4's verdicts (:meth:`leaklib.sweep.Sweep.input_spectra`) for claim 14."""
-    datasets = list(datasets) if datasets is not None else list(dict.fromkeys(history["dataset"]))
+    datasets = list(datasets) if datasets is not None else list(dict.fromkeys(history["dataset"])) \
+        if "dataset" in history.columns else []
     tables = {"history": history, "robustness": robustness, "clean": clean, "runs": runs, "spectra": spectra}
     steps: list[tuple[str, str, str, Callable[[str], ClaimResult]]] = [
         ("1", "history", "baseline accuracy", lambda d: claim_baseline_accuracy(

@@ -37,6 +37,7 @@ from leaklib.claims import (
     final_accuracy,
     ledger_summary,
     markdown_table,
+    measures_by_run,
     per_layer_table,
     table1,
     table1_display,
@@ -283,6 +284,20 @@ def test_input_spectrum_claim_names_the_readings_that_reproduce_it():
     # the ledger without spectra: a 'cannot decide' row 14, never an exception
     ledger = claims_ledger(_history({30.0: 1, 100.0: 1, math.inf: 1}), None, None)
     assert ledger[-1].id == "14" and ledger[-1].verdict == "cannot decide"
+
+
+def test_robustness_claims_refuse_a_table_without_every_severity():
+    """The measure is the mean drop over severities 1-8: a sweep measured at only some of them is 'cannot decide'
+    (it was averaged over what was there, while the measure said 1-8)."""
+    robustness = _robustness({30.0: 1.0, 100.0: 2.0, math.inf: 3.0})
+    assert claim_robustness(robustness, "digits", 1).verdict == "reproduced"
+    with pytest.raises(ValueError, match=r"lacks severities \[3, 4, 5, 6, 7, 8\]"):
+        accuracy_drop(robustness[robustness["severity"] <= 2])
+    ledger = claims_ledger(_history({30.0: 1, 100.0: 1, math.inf: 1}), robustness[robustness["severity"] <= 2], None)
+    assert [r.verdict for r in ledger[1:4]] == ["cannot decide"] * 3 and "lacks severities" in ledger[1].reason
+    assert claims_ledger(pd.DataFrame(), None, None) == []  # nothing at all: no dataset, no row, no exception
+    per_run = measures_by_run(_history({30.0: 1, 100.0: 1, math.inf: 1}), robustness[robustness["severity"] <= 2], None)
+    assert not per_run["measure"].str.startswith("drop").any()  # left out of the leak-axis figure, not a crash
 
 
 def test_critical_frequency_means_leave_nan_out():
