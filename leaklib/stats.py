@@ -20,7 +20,10 @@ cannot be decided -> "cannot decide"; else all pairs reproduced -> "reproduced";
 divergence may itself depend on the leak, so dropping it would bias the comparison.
 
 A two-sided 95 % interval excludes 0 on a given side with probability 2.5 % when the true mean
-difference is 0, so each pair errs in each direction at most 2.5 % of the time.
+difference is 0, so each pair errs in each direction at most 2.5 % of the time. Differences that
+are all equal (possible for discrete measures such as accuracy on a small test set) have no spread
+and an infinite t; they are judged by the exact sign-flip test instead, p = 2^-n, so two or five
+identical differences decide nothing at 2.5 % and six do.
 
 Multiplicity. A claim of k pairs is "reproduced" only when *all* k pairs are: that is an
 intersection-union test, whose false-positive rate is at most the per-pair 2.5 % whatever k is
@@ -313,8 +316,13 @@ def _p_above(mean: np.ndarray, se: np.ndarray, n: np.ndarray, threshold: float |
     with np.errstate(invalid="ignore", divide="ignore"):
         t = (mean - threshold) / se
         p = _st.t.sf(t, n - 1)
-    exact = se == 0  # every difference equal: the interval is a point
-    p = np.where(exact, np.where(mean > threshold, 0.0, 1.0), p)
+    # every difference equal (e.g. two seeds that both gain exactly one test image): the t interval is a point
+    # and t is infinite, which would call n = 2 decisive. The exact sign-flip test instead: all n equal signs
+    # are one of 2**n assignments, p = 2**-n (below 2.5 % from n = 6 on, below 5 % from n = 5)
+    exact = se == 0
+    with np.errstate(over="ignore"):
+        flip = np.power(0.5, np.asarray(n, dtype=float))
+    p = np.where(exact, np.where(mean > threshold, flip, 1.0), p)
     return np.where(n >= 2, p, np.nan)
 
 
@@ -590,11 +598,17 @@ def _pair_reason(verdict: str, iv: Interval, claimed: str, adjusted: bool, adjus
             return f"{body} inside {tol}"
         if verdict == NOT_REPRODUCED:
             return f"{body} wholly outside {tol}{after}"
+        if iv.defined and iv.sd == 0:
+            return (f"{body}: all {iv.n} differences are equal, so the interval has no width; the exact sign-flip "
+                    f"test gives p = 2^-{iv.n} = {_fmt(0.5 ** iv.n)}, not below {_fmt(alpha)}")
         return f"{body} not inside {tol}"
     if verdict == REPRODUCED:
         return f"{body}: {claimed} as claimed"
     if verdict == OPPOSITE:
         return f"{body}: the opposite of the claim{after}"
+    if iv.defined and iv.sd == 0 and verdict == INCONCLUSIVE:
+        return (f"{body}: all {iv.n} differences are equal, so the t interval has no width; the exact sign-flip "
+                f"test gives p = 2^-{iv.n} = {_fmt(0.5 ** iv.n)}, not below {_fmt(alpha)}")
     side = iv.excludes(0.0)
     if side != 0:  # 0 excluded at the per-pair level, but not after the adjustment over the pairs
         with_claim = side == (1 if claimed == "higher" else -1)

@@ -450,6 +450,28 @@ def test_huge_values_neither_overflow_nor_mislabel():
     assert d.comparisons[0].dropped == (1,) and d.comparisons[0].interval.n == 3 and d.verdict == REPRODUCED
 
 
+def test_identical_differences_are_judged_by_the_exact_sign_flip_test():
+    """Two seeds that both gain exactly one test image (a discrete measure): the t interval is a point and t is
+    infinite. That decides nothing at n = 2; the sign-flip test's p = 2^-n is below 2.5 % from six seeds on."""
+    def values(n, step):
+        return {INF: {s: 90.0 + s for s in range(n)}, 30.0: {s: 90.0 + s + step for s in range(n)}}
+
+    two = decide_direction(values(2, 2.5), "lif_above_if")
+    assert two.verdict == INCONCLUSIVE and "all 2 differences are equal" in two.reason and "p = 2^-2 = 0.25" in two.reason
+    assert decide_direction(values(5, 2.5), "lif_above_if").verdict == INCONCLUSIVE   # 1/32 = 0.031 > 0.025
+    assert decide_direction(values(6, 2.5), "lif_above_if").verdict == REPRODUCED     # 1/64 = 0.016
+    assert decide_direction(values(6, -2.5), "lif_above_if").verdict == OPPOSITE
+    assert decide_direction(values(6, 0.0), "lif_above_if").verdict == INCONCLUSIVE   # no difference at all
+    # equivalence (TOST at 5 % per side): identical differences inside the margin need five seeds
+    assert decide_equivalence(values(2, 2.5), 5.0).verdict == INCONCLUSIVE
+    assert decide_equivalence(values(5, 2.5), 5.0).verdict == REPRODUCED
+    # discrete null (accuracy on 40 images, one image = 2.5 points), two seeds: false 'reproduced' at most 2.5 %
+    rng = np.random.default_rng(70)
+    acc = rng.binomial(40, 0.9, size=(TRIALS, 2, 2)) * 2.5
+    d = (acc[:, 1] - acc[:, 0])[:, None, :]
+    assert float((directional_codes(d, 1)["claim"] == 1).mean()) <= 0.025 + 2 * math.sqrt(0.025 * 0.975 / TRIALS)
+
+
 def test_nan_seeds_are_dropped_and_reported():
     values = claim_values({INF: 0.0, 30.0: -2.0})
     values[30.0][4] = math.nan
