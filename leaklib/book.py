@@ -136,6 +136,11 @@ def select_chapters(book_dir: Path, requested: Sequence[str] | None,
 
 # --------------------------------------------------------------------------- staging
 
+def stage_dir(build_dir: str | os.PathLike[str]) -> Path:
+    """Where ``leaklib book run`` stages the pages and the executed chapters: ``<build_dir>/src`` (flat, as ``book/``)."""
+    return Path(build_dir) / "src"
+
+
 def stage_sources(root: Path, stage: Path) -> None:
     """Copy ``_config.yml`` and ``book/``'s non-notebook files into ``stage`` (``book/x.md`` becomes
     ``stage/x.md``, as Jupyter Book sees ``book/``); ``write_staged_toc`` writes ``stage/_toc.yml``.
@@ -302,14 +307,20 @@ def cached_record(executed: Path, key: str) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- notebook surgery
 
 def executed_note(profile: str, device: str, resolved: str, when: str, commit: str,
-                  version: str, seconds: float | None = None) -> str:
-    """Markdown admonition shown at the top of an executed chapter (the ``parameters`` cell's output)."""
+                  version: str, seconds: float | None = None, overrides: dict[str, Any] | None = None) -> str:
+    """Markdown admonition shown at the top of an executed chapter (the ``parameters`` cell's output).
+
+    ``overrides``: the profile settings changed for this run (``--set``), named so that a page never
+    passes for its profile's defaults.
+    """
     dev = device if device == resolved else f"{device} → {resolved}"
     took = "" if seconds is None else f" in {seconds:.0f} s"
+    changed = (" with settings changed (`--set " + " ".join(f"{k}={v}" for k, v in overrides.items()) + "`)"
+               if overrides else "")
     return (
         "```{admonition} This page was executed with\n"
         ":class: note\n"
-        f"profile **{profile}**, device **{dev}**, on {when}{took}, "
+        f"profile **{profile}**{changed}, device **{dev}**, on {when}{took}, "
         f"git commit `{commit}`, leaklib {version}. "
         "Rerun it with `jupyter-book build book/` (default profile) or "
         f"`leaklib book run --profile <{'|'.join(PROFILES)}>`.\n"
@@ -495,7 +506,7 @@ class RunOptions:
     """Everything ``leaklib book run`` needs; defaults are the README's command."""
 
     root: Path = Path(".")
-    profile: str = "quick"
+    profile: str = _profiles.DEFAULT_PROFILE
     device: str = "auto"
     chapters: list[str] | None = None
     results_dir: Path | None = None
@@ -522,7 +533,7 @@ def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[Chapt
     results_dir = (opts.results_dir or root / "results").resolve()
     figures_dir = (opts.figures_dir or root / "figures" / opts.profile).resolve()
     build_dir = (opts.build_dir or root / "_build").resolve()
-    stage, html_dir = build_dir / "src", build_dir / "html"
+    stage, html_dir = stage_dir(build_dir), build_dir / "html"
     if opts.profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {opts.profile!r}")
     _profiles.get_profile(opts.profile, **_profiles.parse_overrides(opts.overrides))  # bad settings: fail before any chapter
@@ -580,7 +591,8 @@ def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[Chapt
                 raise
             after = _snapshot(figures_dir)
             figures = sorted(p for p, m in after.items() if before.get(p) != m)
-            note = executed_note(opts.profile, opts.device, resolved, when, commit, __version__, seconds)
+            note = executed_note(opts.profile, opts.device, resolved, when, commit, __version__, seconds,
+                                 parameters.get("overrides"))
             finalize_notebook(target, note, {
                 "key": key, "executed_at": when, "seconds": round(seconds, 2), "commit": commit,
                 "profile": opts.profile, "device": opts.device, "resolved_device": resolved,
@@ -613,9 +625,9 @@ def run_book(opts: RunOptions, say: Callable[[str], None] = print) -> list[Chapt
 
 # --------------------------------------------------------------------------- command line
 
-RUN_EPILOG = f"""\
-Profiles: smoke (seconds, CI), quick (default; whole book <= 15 min on a 2-core CPU),
-paper (CIFAR-10/SVHN as in the paper; needs a GPU).
+RUN_EPILOG = "Profiles (leaklib.profiles):\n" + "".join(
+    f"  {name}{' (default)' if name == _profiles.DEFAULT_PROFILE else ''}: {p.description}\n"
+    for name, p in _profiles.PROFILES.items()) + f"""\
 {GPU_HINT}
 Chapters already executed with the same sources and parameters are reused; finished training
 runs in --results-dir are reused by the chapters themselves.
@@ -635,7 +647,8 @@ def _threads(text: str) -> int:
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", choices=PROFILES, default="quick", help="experiment size (default: quick)")
+    p.add_argument("--profile", choices=PROFILES, default=_profiles.DEFAULT_PROFILE,
+                   help=f"experiment size (default: {_profiles.DEFAULT_PROFILE})")
     p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
                    help="change profile settings for this run, e.g. --set num_steps=48 epochs=1 "
                         "(`leaklib profiles` lists the profiles; the chapters receive them as `overrides`)")
@@ -690,7 +703,7 @@ def _run_command(args: argparse.Namespace) -> int:
 def _build_command(args: argparse.Namespace) -> int:
     root = args.root.resolve()
     build_dir = (args.build_dir or root / "_build").resolve()
-    stage, html_dir = build_dir / "src", build_dir / "html"
+    stage, html_dir = stage_dir(build_dir), build_dir / "html"
     if not (stage / "_toc.yml").is_file():
         print(f"[book] error: {stage} is not staged yet; run `leaklib book run` first", file=sys.stderr)
         return 2

@@ -72,6 +72,7 @@ __all__ = [
     "claim_noise_raises_critical_frequency",
     "claim_enwsi",
     "claim_divergence",
+    "claim_input_spectrum",
     "claims_ledger",
     "ledger_frame",
     "ledger_summary",
@@ -124,6 +125,8 @@ class ClaimPart:
     expect: str
     decision: stats.Decision
     tolerance: float | None = None
+    evidence_text: str | None = None   # for a claim whose evidence is not per tau_m and seed (Fig. 4)
+    intervals_text: str | None = None
 
     @property
     def verdict(self) -> str:
@@ -148,14 +151,21 @@ class ClaimPart:
         return out
 
     def intervals(self, digits: int = 3) -> str:
-        """The 95 % interval of every compared pair: 'τm=30 − IF: −0.012 [−0.020, −0.004]; ...'."""
+        """The interval of every compared pair: 'τm=30 − IF: −0.012 [−0.020, −0.004] (n=5, d=-1.2); ...'.
+
+        The level is the rule's: 95 % for a directional claim (not repeated), otherwise stated in the
+        text ('(90%, n=5, ...)' for an "about the same" claim, whose TOST uses 90 % intervals).
+        """
+        if self.intervals_text is not None:
+            return self.intervals_text
         texts = []
         for c in self.decision.comparisons:
             name = (_tau_name(c.a) if c.a == c.b else f"{_tau_name(c.b)} − {_tau_name(c.a)}")
             iv = c.interval
+            level = "" if math.isclose(iv.level, 0.95) else f"{100 * iv.level:g}%, "
             if iv.defined:
                 texts.append(f"{name}: {iv.mean:+.{digits}g} [{iv.low:+.{digits}g}, {iv.high:+.{digits}g}] "
-                             f"(n={iv.n}, d={iv.effect_size:.2g})")
+                             f"({level}n={iv.n}, d={iv.effect_size:.2g})")
             else:
                 texts.append(f"{name}: –")
         return "; ".join(texts)
@@ -185,6 +195,9 @@ class ClaimResult:
             return "–"
         texts = []
         for part in self.parts:
+            if part.evidence_text is not None:
+                texts.append((f"{part.label}: " if part.label else "") + part.evidence_text)
+                continue
             means, stds = part.means(), part.stds()
             cells = []
             for tau in stats.leak_order(part.values):
@@ -311,9 +324,15 @@ def accuracy_drop(robustness: pd.DataFrame, scenarios: Iterable[int] | None = No
     if noises is not None:
         table = table[table["noise"].isin(list(noises))]
     clean = robustness[robustness["severity"] == 0].groupby(keys, sort=False)["accuracy"].mean()
-    noisy_rows = table[table["severity"].isin(list(severities))]
+    wanted = sorted({int(s) for s in severities})
+    noisy_rows = table[table["severity"].isin(wanted)]
     if noisy_rows.empty:
         raise ValueError("no noisy rows for these scenarios, noises and severities")
+    # the measure is the mean over *these* severities: a condition measured at only some of them is refused
+    for key, group in noisy_rows.groupby(keys + ["scenario", "noise"], sort=False):
+        missing = sorted(set(wanted) - set(int(s) for s in group["severity"]))
+        if missing:
+            raise ValueError(f"the robustness table lacks severities {missing} for {dict(zip(keys + ['scenario', 'noise'], key))}")
     noisy = noisy_rows.groupby(keys, sort=False)["accuracy"].mean()
     out = pd.DataFrame({"clean": 100.0 * clean, "noisy": 100.0 * noisy}).dropna().reset_index()
     return out.assign(drop=out["clean"] - out["noisy"])
@@ -418,7 +437,10 @@ def measures_by_run(history: pd.DataFrame, robustness: pd.DataFrame | None, clea
             pass
     if robustness is not None and not robustness.empty:
         for scenario in sorted(set(robustness["scenario"])):
-            drop = accuracy_drop(robustness, scenarios=[scenario])
+            try:
+                drop = accuracy_drop(robustness, scenarios=[scenario])
+            except ValueError:  # e.g. severities missing: the measure is left out, as documented
+                continue
             per_run.append(drop.rename(columns={"drop": "value"}).assign(measure=f"drop_scenario_{scenario}"))
     if clean is not None and not clean.empty:
         means = critical_frequency_means(clean)
@@ -471,7 +493,7 @@ def claim_baseline_accuracy(history: pd.DataFrame, dataset: str, tolerance: floa
         level = [v for v in reference.values() if math.isfinite(v)] or finite
         tolerance = stats.accuracy_tolerance(n_test, float(np.mean(level)))
     measure = (f"clean test accuracy (%) of the last epoch; 'about the same' = every paired difference's 90% "
-               f"interval within ±{tolerance:.2g} points" + (f" (2 binomial SE on {n_test} test images)" if n_test else ""))
+               f"interval within ±{tolerance:.3g} points" + (f" (2 binomial SE on {n_test} test images)" if n_test else ""))
     return ClaimResult(*args, measure, dataset,
                        [_part("", values, "similar", diverged_runs(runs, dataset), tolerance)])
 
@@ -584,7 +606,8 @@ def claim_noise_raises_critical_frequency(clean: pd.DataFrame, dataset: str,
     means = critical_frequency_means(clean)
     before = claim_values(means, "critical_frequency", dataset)
     after = claim_values(means, "critical_frequency_noisy", dataset)
-    decision = stats.decide_condition(before, after, "higher", condition="noisy − clean")
+    decision = stats.decide_condition(before, after, "higher", condition="noisy − clean",
+                                      diverged=diverged_runs(runs, dataset))
     values = {tau: {s: after[tau][s] - before[tau].get(s, math.nan) for s in after[tau]} for tau in after}
     part = ClaimPart("", values, "noisy above clean", decision)
     return ClaimResult("12", "4.3, Fig. 5a-c",
@@ -595,17 +618,75 @@ def claim_noise_raises_critical_frequency(clean: pd.DataFrame, dataset: str,
 
 
 def claim_enwsi(clean: pd.DataFrame, dataset: str, runs: pd.DataFrame | None = None) -> ClaimResult:
-    """(9) Every hidden layer of the LIF models receives a larger ENWSI than IF's (Fig. 6)."""
+    """(9) Every hidden layer of the LIF models receives a larger ENWSI than IF's, and tau_m = 30 (the
+    largest leak) the largest of all (Fig. 6): per layer the pairs IF-100, IF-30 and 100-30."""
     part = clean[clean["dataset"] == dataset]
     layers = max((len(v) for v in part["enwsi"]), default=0)
     parts = []
     for layer in range(layers):
         table = part.assign(value=[v[layer] if layer < len(v) else math.nan for v in part["enwsi"]])
-        parts.append(_part(f"layer {layer + 1}", claim_values(table, "value", dataset), "lif_above_if",
-                           diverged_runs(runs, dataset)))
-    args = ("9", "4.5, Fig. 6", "LIF neurons receive a higher ENWSI than IF neurons across the layers.",
-            "Fig. 6: blue and red bars above green in every layer", "ENWSI per hidden layer (clean test set)", dataset)
+        values = claim_values(table, "value", dataset)
+        pairs = stats.comparison_pairs(values, "vs_if") + [(a, b) for a, b in [(100.0, 30.0)]
+                                                             if a in values and b in values]
+        parts.append(_part(f"layer {layer + 1}", values, "lif_above_if", diverged_runs(runs, dataset),
+                           pairs=pairs or None))
+    args = ("9", "4.5, Fig. 6", "LIF neurons receive a higher ENWSI than IF neurons across the layers; the model "
+            "with the largest leak (tau_m = 30) receives the highest.",
+            "Fig. 6: blue and red bars above green in every layer, blue highest",
+            "ENWSI per hidden layer (clean test set); pairs IF-100, IF-30 and 100-30 in every layer", dataset)
     return ClaimResult(*args, parts) if parts else _cannot(*args, "no measured network")
+
+
+def claim_input_spectrum(spectra: pd.DataFrame, dataset: str) -> ClaimResult:
+    """(14) Noisy input spike trains keep roughly the same mean spectrum but spread over a wider band (Fig. 4).
+
+    ``spectra``: :func:`leaklib.spectra.fig4_verdicts` rows (e.g. :meth:`leaklib.sweep.Sweep.input_spectra`),
+    paired by image, one per reading and noisy condition. The text does not say which signal Fig. 4
+    transforms, so every reading of :data:`leaklib.spectra.READINGS` is tested: a reading holds when it
+    is reproduced in every noisy condition (both scenarios). Reproduced when some reading holds (the
+    reason names it and the readings under which the sentence fails); otherwise the best of the
+    readings' worst verdicts: inconclusive, cannot decide, or not reproduced (opposite only when every
+    reading is opposite somewhere).
+    """
+    from .spectra import READINGS
+
+    args = ("14", "4.3, Fig. 4", "With noisy inputs the mean spectrum of the input spike trains remains roughly the "
+            "same, but it spreads over a wider band (more components at higher frequencies).",
+            "Fig. 4, in words; no numbers reported")
+    measure = ("per image, power-weighted mean frequency ('mean') and its sd ('band') of the input spikes' spectrum "
+               "under each reading of the text, clean vs Gaussian noise (scenarios 1 and 2); 'the same' = 90% "
+               "interval of the paired change inside a tenth of the clean band, 'wider' = 95% interval above 0")
+    part = spectra[spectra["dataset"] == dataset] if "dataset" in spectra.columns else spectra
+    if part.empty:
+        return _cannot(*args, measure, dataset, "no input spectra measured")
+    order = [r for r in READINGS if r in set(part["reading"])] + sorted(set(part["reading"]) - set(READINGS))
+    worst: dict[str, str] = {}
+    for reading in order:
+        verdicts = list(part.loc[part["reading"] == reading, "verdict"])
+        worst[reading] = min(verdicts, key=lambda v: (_SEVERITY[v], v != stats.OPPOSITE))
+    held = [r for r in order if worst[r] == stats.REPRODUCED]
+    best = max(worst.values(), key=lambda v: (_SEVERITY[v], v != stats.OPPOSITE))
+    failed = "; ".join(f"{r}: {worst[r]}" for r in order if r not in held)
+    if held:
+        verdict = stats.REPRODUCED
+        why = (f"reproduced under the reading(s) {', '.join(held)} in every noisy condition"
+               + (f"; not under the others ({failed})" if failed else ""))
+    else:
+        verdict = best
+        why = f"no reading reproduces the sentence in every noisy condition ({failed})"
+    records = part.to_dict("records")
+    details = "; ".join(f"{row['reading']}, {row['condition']}: {row['reason']} -> {row['verdict']}" for row in records)
+    evidence = "; ".join(f"{row['reading']}, {row['condition']}: mean {row['clean mean']:.3g}→{row['noisy mean']:.3g}, "
+                         f"band {row['clean spread']:.3g}→{row['noisy spread']:.3g}" for row in records)
+    intervals = "; ".join(
+        f"{row['reading']}, {row['condition']}: mean change {row['mean change']:+.3g} [{row['mean change low']:+.3g}, "
+        f"{row['mean change high']:+.3g}], band change {row['spread change']:+.3g} [{row['spread change low']:+.3g}, "
+        f"{row['spread change high']:+.3g}] (95%, n={int(row['images'])} images, tolerance ±{row['tolerance']:.3g})"
+        for row in records)
+    decision = stats.Decision("same mean, wider band", verdict, f"{why}. Per reading and condition: {details}",
+                              (), 0.95, "none")
+    return ClaimResult(*args, measure, dataset, [ClaimPart("", {}, "same mean, wider band", decision,
+                                                           evidence_text=evidence, intervals_text=intervals)])
 
 
 def divergence_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -661,12 +742,14 @@ def claim_divergence(runs: pd.DataFrame | None, dataset: str, below: float = DIV
 def claims_ledger(history: pd.DataFrame, robustness: pd.DataFrame | None, clean: pd.DataFrame | None,
                   datasets: Iterable[str] | None = None, sse_window: float = 20 / 150,
                   accuracy_tolerance: float | None = None, points: int = 25, runs: pd.DataFrame | None = None,
-                  n_test: Mapping[str, int] | None = None) -> list[ClaimResult]:
-    """Every claim of Sec. 4 on every dataset, in the ledger's order (1-13); tables given as None give
+                  n_test: Mapping[str, int] | None = None, spectra: pd.DataFrame | None = None) -> list[ClaimResult]:
+    """Every claim of Sec. 4 on every dataset, in the ledger's order (1-14); tables given as None give
     'cannot decide' rows. A claim whose data do not allow its measure is 'cannot decide' with the
-    reason; none raises. ``n_test``: test-set size per dataset (for claim 1's tolerance)."""
-    datasets = list(datasets) if datasets is not None else list(dict.fromkeys(history["dataset"]))
-    tables = {"history": history, "robustness": robustness, "clean": clean, "runs": runs}
+    reason; none raises. ``n_test``: test-set size per dataset (for claim 1's tolerance); ``spectra``:
+    Fig. 4's verdicts (:meth:`leaklib.sweep.Sweep.input_spectra`) for claim 14."""
+    datasets = list(datasets) if datasets is not None else list(dict.fromkeys(history["dataset"])) \
+        if "dataset" in history.columns else []
+    tables = {"history": history, "robustness": robustness, "clean": clean, "runs": runs, "spectra": spectra}
     steps: list[tuple[str, str, str, Callable[[str], ClaimResult]]] = [
         ("1", "history", "baseline accuracy", lambda d: claim_baseline_accuracy(
             history, d, accuracy_tolerance, (n_test or {}).get(d), runs)),
@@ -683,6 +766,7 @@ def claims_ledger(history: pd.DataFrame, robustness: pd.DataFrame | None, clean:
         ("12", "clean", "noise raises the critical frequency",
          lambda d: claim_noise_raises_critical_frequency(clean, d, runs)),
         ("13", "runs", "divergence at small tau_m", lambda d: claim_divergence(runs, d)),
+        ("14", "spectra", "input spectra: same mean, wider band", lambda d: claim_input_spectrum(spectra, d)),
     ]
     results = []
     for dataset in datasets:
@@ -701,7 +785,7 @@ def claims_ledger(history: pd.DataFrame, robustness: pd.DataFrame | None, clean:
 
 def ledger_frame(results: Sequence[ClaimResult]) -> pd.DataFrame:
     """The ledger as a table: id, dataset, section, claim, paper, measure, evidence (mean±std per tau_m),
-    intervals (95 % interval of every paired difference), verdict, reason."""
+    intervals (the interval of every paired difference: 95 %, or the level stated), verdict, reason."""
     return pd.DataFrame([{"id": r.id, "dataset": r.dataset, "section": r.section, "claim": r.claim,
                           "paper": r.paper, "measure": r.measure, "evidence": r.evidence(),
                           "intervals": r.intervals(), "verdict": r.verdict, "reason": r.reason} for r in results])

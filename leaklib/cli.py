@@ -230,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--results-dir", default="results")
     report.add_argument("--build-dir", default="_build", help="where `leaklib book run` staged the chapters")
     report.add_argument("--readme", default="README.md")
-    report.add_argument("--check", action="store_true", help="only check the README's block; exit 1 if stale in form")
+    report.add_argument("--check", action="store_true",
+                        help="only check the README's block; exit 1 if stale in form, or if its claims differ from "
+                             "the ledger of its run in --results-dir (where that run's files exist)")
     report.set_defaults(func=_cmd_report)
 
     try:
@@ -349,7 +351,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from . import report
 
     if args.check:
-        problems = report.check_readme(args.readme)
+        problems = report.check_readme(args.readme, args.results_dir)
         for problem in problems:
             print(f"leaklib: {args.readme}: {problem}", file=sys.stderr)
         return 1 if problems else 0

@@ -2,7 +2,7 @@
 
 :func:`collect` reads what a run of the book left on disk: the claims ledgers that chapters 07 and
 08 wrote (``claims.json`` in each sweep's variant folder), Table 1 (``table1.csv``), the runs'
-metrics and the executed chapters' timings (``_build/src/book/*.ipynb``). :func:`render` turns that
+metrics and the executed chapters' timings (the staged notebooks ``_build/src/*.ipynb``). :func:`render` turns that
 into markdown; :func:`update_readme` replaces the block between :data:`START` and :data:`END` and
 stores the data it was rendered from inside the block, so :func:`check_readme` (and a test) can
 re-render it and find a block that was edited by hand or written by another version of the code.
@@ -49,8 +49,10 @@ def _chapter_times(build_dir: Path) -> dict[str, float]:
     """Seconds per executed chapter from the runner's record in each staged notebook (``leaklib book run``)."""
     import nbformat
 
+    from .book import stage_dir
+
     times = {}
-    for path in sorted((build_dir / "src" / "book").glob("[0-9][0-9]_*.ipynb")):
+    for path in sorted(stage_dir(build_dir).glob("[0-9][0-9]_*.ipynb")):
         record = nbformat.read(path, as_version=4).metadata.get("leaklib_book") or {}
         if "seconds" in record:
             times[path.stem] = float(record["seconds"])
@@ -138,8 +140,8 @@ def render(data: dict) -> str:
         ablation = data["ablation"]["summary"].get(dataset, {})
         lines.append(f"Claims ledger ({dataset}), [21]'s training: {_counts(summary)}; with the exact gradient: "
                      f"{_counts(ablation)}.")
-    lines += ["", "| # | claim (Sec. 4) | evidence (mean ± sd over seeds, IF first) | 95% intervals of the paired "
-                  "differences | verdict | exact gradient |", "|---|---|---|---|---|---|"]
+    lines += ["", "| # | claim (Sec. 4) | evidence (mean ± sd over seeds, IF first) | intervals of the paired "
+                  "differences (95%; 90% where stated) | verdict | exact gradient |", "|---|---|---|---|---|---|"]
     ablation = {(c["id"], c["dataset"]): c for c in data["ablation"]["claims"]}
     for c in data["claims"]:
         other = ablation.get((c["id"], c["dataset"]), {}).get("verdict", "–")
@@ -176,9 +178,14 @@ def update_readme(path: str | os.PathLike[str], data: dict) -> bool:
     return True
 
 
-def check_readme(path: str | os.PathLike[str]) -> list[str]:
+def check_readme(path: str | os.PathLike[str], results_dir: str | os.PathLike[str] | None = None) -> list[str]:
     """Problems with the README's results block: missing markers or data, or text that is not what
-    :func:`render` makes of the stored data (edited by hand, or rendered by other code)."""
+    :func:`render` makes of the stored data (edited by hand, or rendered by other code).
+
+    With ``results_dir`` holding the ledgers of the block's run (``<profile>/<variant>/claims.json``, the
+    default sweep's and the ablation's), the stored verdicts and evidence must also be those ledgers'
+    (so an edit of text and stored data together is caught where the run's files are at hand).
+    """
     try:
         _, body, _ = _split(Path(path).read_text(encoding="utf-8"))
     except ValueError as exc:
@@ -192,4 +199,10 @@ def check_readme(path: str | os.PathLike[str]) -> list[str]:
     if START + body + END != expected:
         return ["the results block differs from what `leaklib report` renders from its own data: it was edited "
                 "by hand or written by another version; regenerate it with `leaklib report`"]
+    if results_dir is not None:
+        ledger = Path(results_dir) / str(data.get("profile")) / str(data.get("variant")) / "claims.json"
+        if ledger.is_file():
+            stored = _read_json(ledger)
+            if _ledger_rows(stored) != data["claims"] or stored["summary"] != data["summary"]:
+                return [f"the results block's claims differ from {ledger}: regenerate it with `leaklib report`"]
     return []

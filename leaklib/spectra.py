@@ -33,7 +33,8 @@ __all__ = ["spike_train_spectrum", "spectrum_moments", "spectrum_frame", "critic
            "target_neuron_critical_frequency", "input_spectra", "critical_frequency_frame",
            "READINGS", "UPPER_BAND", "flatten_spike_input", "flattened_spectrum", "radial_spectrum", "spatial_spectrum",
            "population_spectrum", "spectrum_values", "reading_summaries", "SpectrumReadings",
-           "input_spectrum_readings", "same_mean_wider_band", "fig4_verdicts"]
+           "input_spectrum_readings", "same_mean_wider_band", "fig4_verdicts", "FIG4_SEVERITY", "FIG4_TOLERANCE",
+           "fig4_conditions"]
 
 _RUN_KEYS = ("dataset", "tau_m", "seed")
 
@@ -193,6 +194,20 @@ READINGS: dict[str, str] = {
     "values": "the values of the spectrum itself: real and imaginary parts of the Fourier coefficients of "
               "the flattened sequence (DC and Nyquist left out), as a distribution of values, not of frequency",
 }
+
+#: Fig. 4's noisy inputs: Gaussian noise at this severity (the severity of Fig. 5's noisy inputs; Fig. 4 names none).
+FIG4_SEVERITY = 5
+
+#: "Roughly the same" in Fig. 4's test: this fraction of the clean spread (:func:`same_mean_wider_band`).
+FIG4_TOLERANCE = 0.1
+
+
+def fig4_conditions(severity: int = FIG4_SEVERITY) -> dict[str, tuple[int, str, int]]:
+    """Fig. 4's conditions, ``{name: (scenario, noise, severity)}``: clean, and Gaussian noise at ``severity``
+    in scenario 1 (before coding) and scenario 2 (added to the spikes)."""
+    return {"clean": (1, "gaussian", 0), f"scenario 1, Gaussian {severity}": (1, "gaussian", severity),
+            f"scenario 2, Gaussian {severity}": (2, "gaussian", severity)}
+
 
 #: "Higher frequency bands": the per-image summary ``upper`` is the share of power above this frequency.
 UPPER_BAND = 0.5

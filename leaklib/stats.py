@@ -20,7 +20,10 @@ cannot be decided -> "cannot decide"; else all pairs reproduced -> "reproduced";
 divergence may itself depend on the leak, so dropping it would bias the comparison.
 
 A two-sided 95 % interval excludes 0 on a given side with probability 2.5 % when the true mean
-difference is 0, so each pair errs in each direction at most 2.5 % of the time.
+difference is 0, so each pair errs in each direction at most 2.5 % of the time. Differences that
+are all equal (possible for discrete measures such as accuracy on a small test set) have no spread
+and an infinite t; they are judged by the exact sign-flip test instead, p = 2^-n, so two or five
+identical differences decide nothing at 2.5 % and six do.
 
 Multiplicity. A claim of k pairs is "reproduced" only when *all* k pairs are: that is an
 intersection-union test, whose false-positive rate is at most the per-pair 2.5 % whatever k is
@@ -220,7 +223,7 @@ def _pair(values_by_tau: SeedValues, a: float, b: float) -> tuple[list[Hashable]
         x, y = va[s], vb[s]
         x = math.nan if x is None else float(x)
         y = math.nan if y is None else float(y)
-        if math.isfinite(x) and math.isfinite(y):
+        if math.isfinite(x) and math.isfinite(y) and math.isfinite(y - x):  # (y - x overflows near 1.8e308)
             seeds.append(s)
             diffs.append(y - x)
         else:
@@ -286,14 +289,18 @@ def _t_summary(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     finite = np.isfinite(d)
     n = finite.sum(axis=-1)
     x = np.where(finite, d, 0.0)
+    # computed on d / max|d| and scaled back, so that huge values (e.g. 1e300) neither overflow nor lose the sd
+    scale = np.abs(x).max(axis=-1) if x.shape[-1] else np.zeros(x.shape[:-1])
+    scale = np.where(scale > 0, scale, 1.0)
+    x = x / scale[..., None]
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = x.sum(axis=-1) / n
-        dev = np.where(finite, d - mean[..., None], 0.0)
+        dev = np.where(finite, x - mean[..., None], 0.0)
         var = (dev * dev).sum(axis=-1) / (n - 1)
         var = np.where(n >= 2, var, np.nan)
         sd = np.sqrt(var)
         se = sd / np.sqrt(n)
-    return mean, sd, n, se
+    return mean * scale, sd * scale, n, se * scale
 
 
 def _effect_size(mean: float, sd: float) -> float:
@@ -309,8 +316,13 @@ def _p_above(mean: np.ndarray, se: np.ndarray, n: np.ndarray, threshold: float |
     with np.errstate(invalid="ignore", divide="ignore"):
         t = (mean - threshold) / se
         p = _st.t.sf(t, n - 1)
-    exact = se == 0  # every difference equal: the interval is a point
-    p = np.where(exact, np.where(mean > threshold, 0.0, 1.0), p)
+    # every difference equal (e.g. two seeds that both gain exactly one test image): the t interval is a point
+    # and t is infinite, which would call n = 2 decisive. The exact sign-flip test instead: all n equal signs
+    # are one of 2**n assignments, p = 2**-n (below 2.5 % from n = 6 on, below 5 % from n = 5)
+    exact = se == 0
+    with np.errstate(over="ignore"):
+        flip = np.power(0.5, np.asarray(n, dtype=float))
+    p = np.where(exact, np.where(mean > threshold, flip, 1.0), p)
     return np.where(n >= 2, p, np.nan)
 
 
@@ -586,11 +598,17 @@ def _pair_reason(verdict: str, iv: Interval, claimed: str, adjusted: bool, adjus
             return f"{body} inside {tol}"
         if verdict == NOT_REPRODUCED:
             return f"{body} wholly outside {tol}{after}"
+        if iv.defined and iv.sd == 0:
+            return (f"{body}: all {iv.n} differences are equal, so the interval has no width; the exact sign-flip "
+                    f"test gives p = 2^-{iv.n} = {_fmt(0.5 ** iv.n)}, not below {_fmt(alpha)}")
         return f"{body} not inside {tol}"
     if verdict == REPRODUCED:
         return f"{body}: {claimed} as claimed"
     if verdict == OPPOSITE:
         return f"{body}: the opposite of the claim{after}"
+    if iv.defined and iv.sd == 0 and verdict == INCONCLUSIVE:
+        return (f"{body}: all {iv.n} differences are equal, so the t interval has no width; the exact sign-flip "
+                f"test gives p = 2^-{iv.n} = {_fmt(0.5 ** iv.n)}, not below {_fmt(alpha)}")
     side = iv.excludes(0.0)
     if side != 0:  # 0 excluded at the per-pair level, but not after the adjustment over the pairs
         with_claim = side == (1 if claimed == "higher" else -1)
@@ -743,30 +761,39 @@ def decide(values_by_tau: SeedValues, expect: str, tolerance: float | None = Non
 
 def decide_condition(before: SeedValues, after: SeedValues, claimed: Literal["higher", "lower"], *,
                      level: float = 0.95, adjust: Adjust = "holm", min_seeds: int = 2,
-                     condition: str = "after - before") -> Decision:
+                     condition: str = "after - before",
+                     diverged: Mapping[Any, Iterable[Hashable]] | Iterable[tuple[Any, Hashable]] | None = None
+                     ) -> Decision:
     """Decide 'a change of condition raises (lowers) the value for every tau_m' from the same runs measured twice.
 
     ``before`` and ``after`` are seed-keyed ``{tau_m: {seed: value}}`` of the same networks under two
     conditions (Sec. 4.3: the target neuron's critical frequency on clean and on noisy inputs). Per
     tau_m the evidence is the per-seed difference ``after - before``; the directional rule of
     :func:`decide_direction` applies with one "pair" per tau_m (Holm over the tau_m against the claim).
-    ``condition`` names the difference in the reasons.
+    ``condition`` names the difference in the reasons. ``diverged`` (as for :func:`decide_direction`):
+    a tau_m with a diverged run cannot be decided, as everywhere else in this module.
     """
     if claimed not in ("higher", "lower"):
         raise ValueError(f"claimed must be 'higher' or 'lower', got {claimed!r}")
     b, a = _by_tau(before), _by_tau(after)
-    taus = leak_order(set(a) & set(b))
+    broken = _diverged_map(diverged)
+    taus = leak_order((set(a) & set(b)) | {t for t, seeds in broken.items() if seeds})
     if not taus:
         return _cannot(f"{condition} {claimed}", "no tau_m measured under both conditions", level, adjust)
     rows, info = [], []
     for tau in taus:
-        seeds = sorted(set(a[tau]) & set(b[tau]), key=_seed_sort_key)
+        seeds = sorted(set(a.get(tau, {})) & set(b.get(tau, {})), key=_seed_sort_key)
         pairs = [(s, float(a[tau][s]) - float(b[tau][s])) for s in seeds
                  if a[tau][s] is not None and b[tau][s] is not None]
         kept = [(s, d) for s, d in pairs if math.isfinite(d)]
         dropped = [s for s, d in pairs if not math.isfinite(d)]
+        why = None
+        if broken.get(tau):
+            gone = ", ".join(map(str, sorted(broken[tau], key=_seed_sort_key)))
+            why = f"runs diverged ({tau_label(tau)} seed(s) {gone}); leaving them out would bias the comparison"
+            kept = []
         rows.append(np.asarray([d for _, d in kept], dtype=float))
-        info.append(([s for s, _ in kept], dropped))
+        info.append(([s for s, _ in kept], dropped, why))
     width = max([len(r) for r in rows] + [1])
     d = np.full((len(rows), width), np.nan)
     for i, r in enumerate(rows):
@@ -775,8 +802,9 @@ def decide_condition(before: SeedValues, after: SeedValues, claimed: Literal["hi
     k_tested = int(np.isfinite(out["p_against"]).sum())
     adjusted = adjust != "none" and k_tested > 1
     comparisons = []
-    for i, (tau, (seeds, dropped)) in enumerate(zip(taus, info)):
-        iv = interval(d[i], level)
+    for i, (tau, (seeds, dropped, why)) in enumerate(zip(taus, info)):
+        iv = interval(d[i], level) if why is None else Interval(
+            math.nan, math.nan, math.nan, 0, math.nan, math.nan, "t", level, why)
         verdict = _CODE_DIRECTION[int(out["pair"][i])]
         p = {key: float(out[key][i]) for key in ("p_claimed", "p_claimed_adjusted", "p_against", "p_against_adjusted")}
         reason = _pair_reason(verdict, iv, claimed, adjusted, adjust, k_tested,

@@ -26,6 +26,7 @@ __all__ = [
     "metrics_table",
     "summarize",
     "cached",
+    "input_spectrum_verdicts",
     "analysis_path",
     "tau_sort_key",
     "ANALYSIS_SEED",
@@ -237,6 +238,43 @@ def severity_table(profile: Profile | str, dataset: str, results_dir: str | os.P
                                device=None, progress=progress).to_dict()
 
     return SeverityTable.from_dict(cached(folder, settings, compute))
+
+
+def input_spectrum_verdicts(profile: Profile | str, dataset: str, results_dir: str | os.PathLike[str] = "results",
+                            device: str = "auto", data_root: str | os.PathLike[str] | None = None,
+                            progress: bool = True) -> pd.DataFrame:
+    """Fig. 4's test (Sec. 4.3) on ``dataset``: :func:`leaklib.spectra.fig4_verdicts` of the input spectra, every reading.
+
+    The spike inputs of :func:`analysis_images` under :func:`leaklib.spectra.fig4_conditions`, at the
+    levels of :func:`severity_table` (encoding seed :data:`ANALYSIS_SEED`); no network enters. Cached
+    in ``<results>/<profile>/<variant>/<dataset>/analysis/input_spectra.json`` under the settings and
+    the severity table, so chapter 04 and the ledger read the same verdicts.
+    """
+    from .spectra import FIG4_TOLERANCE, READINGS, fig4_conditions, fig4_verdicts, input_spectrum_readings
+    from .train import resolve_device
+
+    prof = _profile(profile)
+    configs = sweep_configs(prof, [dataset])
+    table = severity_table(prof, dataset, results_dir, device, data_root, progress)
+    conditions = fig4_conditions()
+    folder = configs[0].folder(results_dir).parents[1] / "analysis" / "input_spectra.json"
+    settings = {"what": "input_spectra", "dataset": dataset, "seed": ANALYSIS_SEED,
+                "images": [prof.test_subset, prof.analysis_images], "num_steps": prof.num_steps,
+                "conditions": {k: list(v) for k, v in conditions.items()}, "readings": list(READINGS),
+                "relative_tolerance": FIG4_TOLERANCE, "table": _table_settings(table)}
+
+    def compute() -> list[dict]:
+        images = analysis_images(configs[0], data_root).images
+        result = input_spectrum_readings(images, num_steps=prof.num_steps, conditions=conditions, seed=ANALYSIS_SEED,
+                                         device=resolve_device(device), table=table)
+        verdicts = fig4_verdicts(result.summary.assign(dataset=dataset), "clean", FIG4_TOLERANCE)
+        return verdicts.to_dict("records")
+
+    frame = pd.DataFrame(cached(folder, settings, compute))
+    text = {"dataset", "reading", "condition", "mean_verdict", "band_verdict", "verdict", "reason", "band beyond shift"}
+    for column in set(frame.columns) - text:  # JSON stores non-finite numbers as 'nan' / 'inf'
+        frame[column] = pd.to_numeric(frame[column].map(lambda v: float(v) if isinstance(v, str) else v))
+    return frame
 
 
 def severity_tables(configs: Iterable[RunConfig], results_dir: str | os.PathLike[str] = "results",
@@ -454,13 +492,21 @@ class Sweep:
             self._tables["clean"] = clean_table(self.finished, self.results_dir, self.device, progress=progress)
         return self._tables["clean"]
 
-    def ledger(self, robustness: bool = True, clean: bool = True) -> list:
+    def input_spectra(self) -> pd.DataFrame:
+        """Fig. 4's verdicts per dataset, reading and noisy condition (:func:`input_spectrum_verdicts`, cached)."""
+        if "input_spectra" not in self._tables:
+            frames = [input_spectrum_verdicts(self.profile, d, self.results_dir, self.device, progress=False)
+                      for d in self.datasets]
+            self._tables["input_spectra"] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return self._tables["input_spectra"]
+
+    def ledger(self, robustness: bool = True, clean: bool = True, spectra: bool = True) -> list:
         """Every claim of Sec. 4 on this sweep (:func:`leaklib.claims.claims_ledger`)."""
         from .claims import claims_ledger
 
         return claims_ledger(self.history, self.robustness() if robustness else None,
                              self.clean() if clean else None, sse_window=self.profile.sse_window, runs=self.runs,
-                             n_test=self.n_test)
+                             n_test=self.n_test, spectra=self.input_spectra() if spectra else None)
 
     def ledger_dir(self) -> Path:
         """``<results>/<profile>/<variant>``: where this sweep's claims ledger and Table 1 are written."""

@@ -238,6 +238,14 @@ def test_attach_note_shows_it_under_the_folded_parameters_cell_and_drops_the_inj
     for text in ("smoke", "auto → cpu", "2020-06-17 12:00 UTC", "abc1234", "0.1.0", "12 s", "{admonition}",
                  "jupyter-book build book/", "leaklib book run --profile"):
         assert text in note
+    assert "settings changed" not in note
+    # every profile of leaklib.profiles is offered, and a page run with --set says which settings it changed
+    from leaklib.profiles import PROFILES
+
+    assert all(name in note for name in PROFILES) and "paper-smoke" in note
+    changed = book.executed_note("quick", "cpu", "cpu", "now", "abc1234", "0.1.0", None, {"epochs": "2", "seeds": "1,2"})
+    assert "profile **quick** with settings changed (`--set epochs=2 seeds=1,2`)" in changed
+    assert all(f"  {name}" in book.RUN_EPILOG for name in PROFILES)
 
 
 def test_attach_note_without_a_parameters_cell_puts_it_where_papermill_injected() -> None:

@@ -38,6 +38,7 @@ from leaklib.claims import (
     final_accuracy,
     ledger_summary,
     markdown_table,
+    measures_by_run,
     per_layer_table,
     table1,
     table1_display,
@@ -106,8 +107,9 @@ def test_common_train_sse_range_is_the_intersection():
 # ---------------------------------------------------------------------------------------------- synthetic sweep
 
 def _history(test_factor: dict[float, float], epochs: int = 4) -> pd.DataFrame:
-    """Every run: train SSE halves per epoch from 1; test SSE = factor(tau) x train SSE, times a run wobble
-    whose paired differences between tau_m have mean exactly 0 (so no train-SSE effect of tau_m)."""
+    """Every run: train SSE halves per epoch from 1; test SSE = factor(tau) x train SSE x (1 + a small run wobble,
+    so that paired differences have a spread); the train SSE has a run wobble whose paired differences between
+    tau_m have mean exactly 0 (so no train-SSE effect of tau_m)."""
     rows = []
     for tau in TAUS:
         for seed in SEEDS:
@@ -115,7 +117,8 @@ def _history(test_factor: dict[float, float], epochs: int = 4) -> pd.DataFrame:
             for epoch in range(1, epochs + 1):
                 train = 0.5 ** (epoch - 1) * wobble
                 rows.append({"dataset": "digits", "tau_m": tau, "seed": seed, "epoch": epoch,
-                             "train_sse": train, "train_sse_eval": train, "test_sse": test_factor[tau] * train,
+                             "train_sse": train, "train_sse_eval": train,
+                             "test_sse": test_factor[tau] * train * (1 + 0.002 * _noise(tau, seed, "sse")),
                              "train_acc": 0.5, "test_acc": 0.90 + 0.001 * seed + (0.01 if tau == 30 else 0.0)
                              + 0.0002 * _noise(tau, seed, "acc")})
     return pd.DataFrame(rows)
@@ -189,9 +192,10 @@ def test_claim_values_are_seed_keyed_in_leak_order_and_cut_to_the_papers_taus():
 def test_equal_train_sse_recovers_the_factor_on_the_common_interval():
     per_run, curves = equal_train_sse(_history({30.0: 1.0, 100.0: 1.5, math.inf: 2.0}), points=5)
     run = per_run[(per_run.tau_m == math.inf) & (per_run.seed == 1)].iloc[0]
-    # test = 2 x train at every grid point -> geometric mean over the grid's train SSE
+    # test = 2 x train (x the run's wobble) at every grid point -> geometric mean over the grid's train SSE
     grid = np.geomspace(run["low"], run["high"], 5)
-    assert run["test_sse_at_equal_train"] == pytest.approx(2.0 * np.exp(np.log(grid).mean()))
+    factor = 2.0 * (1 + 0.002 * _noise(math.inf, 1, "sse"))
+    assert run["test_sse_at_equal_train"] == pytest.approx(factor * np.exp(np.log(grid).mean()))
     wobbles = [1 + 0.001 * s + 0.0005 * _SSE_PATTERN[t][s - 1] for t in TAUS for s in SEEDS]
     assert run["low"] == pytest.approx(0.125 * max(wobbles)) and run["high"] == pytest.approx(min(wobbles))
     assert len(curves) == 15 * 5 and run["train_sse_column"] == "train_sse_eval"
@@ -232,8 +236,72 @@ def test_baseline_accuracy_is_an_equivalence_within_the_tolerance():
     assert claim_baseline_accuracy(history, "digits", tolerance=0.5).verdict == "not reproduced"
     # the default tolerance: 2 binomial SE of the IF accuracy (90.3 %) on 360 images, 3.1 points
     derived = claim_baseline_accuracy(history, "digits", n_test=360)
-    assert derived.verdict == "reproduced" and "±3.1 points" in derived.measure
+    assert derived.verdict == "reproduced" and "±3.12 points" in derived.measure
+    # the measure and the reason state the same margin, and the intervals say they are the TOST's 90 % ones
+    assert "TOST margin ±3.12" in derived.reason
+    assert derived.intervals().count("(90%, n=") == 3 and "(n=" not in derived.intervals()
     assert claim_baseline_accuracy(history, "digits").verdict == "cannot decide"
+
+
+def test_enwsi_claim_also_needs_the_largest_leak_highest():
+    """Sec. 4.5 / Fig. 6: LIF above IF in every layer *and* tau_m = 30 (the largest leak) the highest."""
+    both = claim_enwsi(_clean({30.0: 3.0, 100.0: 2.0, math.inf: 1.0}), "digits")
+    assert both.verdict == "reproduced"
+    assert [c.label for c in both.parts[0].decision.comparisons] == ["tau_m=100 - IF", "tau_m=30 - IF",
+                                                                     "tau_m=30 - tau_m=100"]
+    # both LIF models above IF, but tau_m = 100 above tau_m = 30: the second half of the claim fails
+    swapped = claim_enwsi(_clean({30.0: 2.0, 100.0: 3.0, math.inf: 1.0}), "digits")
+    assert swapped.verdict == "not reproduced (opposite)"
+    assert "tau_m=30 - tau_m=100" in swapped.reason and "tau_m=100 - IF" not in swapped.reason
+
+
+def _fig4(shift: dict[str, float], widen: dict[str, float], n: int = 40) -> pd.DataFrame:
+    """fig4_verdicts of per-image summaries: each reading's noisy mean moved by ``shift``, band by ``widen``."""
+    from leaklib.spectra import fig4_verdicts
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for reading in shift:
+        mean, spread = rng.uniform(0.4, 0.6, n), rng.uniform(0.2, 0.3, n)
+        for condition, dm, ds in (("clean", 0.0, 0.0), ("s1", shift[reading], widen[reading]),
+                                  ("s2", shift[reading], widen[reading])):
+            rows.append(pd.DataFrame({"reading": reading, "condition": condition, "image": np.arange(n),
+                                      "mean": mean + dm + 1e-4 * rng.normal(size=n),
+                                      "spread": spread + ds + 1e-4 * rng.normal(size=n)}))
+    return fig4_verdicts(pd.concat(rows, ignore_index=True).assign(dataset="digits"))
+
+
+def test_input_spectrum_claim_names_the_readings_that_reproduce_it():
+    """Claim 14 (Fig. 4): reproduced when some reading holds in every noisy condition, and the reason says which."""
+    from leaklib.claims import claim_input_spectrum
+
+    table = _fig4({"pixel": 0.0, "population": 0.1}, {"pixel": 0.05, "population": 0.05})
+    result = claim_input_spectrum(table, "digits")
+    assert result.verdict == "reproduced" and result.id == "14"
+    assert "reading(s) pixel in every noisy condition" in result.reason and "population: not reproduced" in result.reason
+    assert result.evidence().count("pixel, s") == 2 and "(95%, n=40 images" in result.intervals()
+    # no reading holds: the best reading's worst verdict; narrower everywhere: opposite
+    assert claim_input_spectrum(_fig4({"pixel": 0.1}, {"pixel": 0.05}), "digits").verdict == "not reproduced"
+    assert claim_input_spectrum(_fig4({"pixel": 0.0}, {"pixel": -0.05}), "digits").verdict == \
+        "not reproduced (opposite)"
+    assert claim_input_spectrum(table, "svhn").verdict == "cannot decide"
+    # the ledger without spectra: a 'cannot decide' row 14, never an exception
+    ledger = claims_ledger(_history({30.0: 1, 100.0: 1, math.inf: 1}), None, None)
+    assert ledger[-1].id == "14" and ledger[-1].verdict == "cannot decide"
+
+
+def test_robustness_claims_refuse_a_table_without_every_severity():
+    """The measure is the mean drop over severities 1-8: a sweep measured at only some of them is 'cannot decide'
+    (it was averaged over what was there, while the measure said 1-8)."""
+    robustness = _robustness({30.0: 1.0, 100.0: 2.0, math.inf: 3.0})
+    assert claim_robustness(robustness, "digits", 1).verdict == "reproduced"
+    with pytest.raises(ValueError, match=r"lacks severities \[3, 4, 5, 6, 7, 8\]"):
+        accuracy_drop(robustness[robustness["severity"] <= 2])
+    ledger = claims_ledger(_history({30.0: 1, 100.0: 1, math.inf: 1}), robustness[robustness["severity"] <= 2], None)
+    assert [r.verdict for r in ledger[1:4]] == ["cannot decide"] * 3 and "lacks severities" in ledger[1].reason
+    assert claims_ledger(pd.DataFrame(), None, None) == []  # nothing at all: no dataset, no row, no exception
+    per_run = measures_by_run(_history({30.0: 1, 100.0: 1, math.inf: 1}), robustness[robustness["severity"] <= 2], None)
+    assert not per_run["measure"].str.startswith("drop").any()  # left out of the leak-axis figure, not a crash
 
 
 def test_critical_frequency_means_leave_nan_out():
@@ -283,11 +351,12 @@ def test_ledger_order_summary_and_files(tmp_path):
     clean = _clean({30.0: 3.0, 100.0: 2.0, math.inf: 1.0})
     robustness = _robustness({30.0: 0.1, 100.0: 0.2, math.inf: 0.3})
     results = claims_ledger(history, robustness, clean, accuracy_tolerance=2.0, runs=_runs())
-    assert [r.id for r in results] == [str(i) for i in range(1, 14)]
+    assert [r.id for r in results] == [str(i) for i in range(1, 15)]
     summary = ledger_summary(results)
     # reproduced: 1-7, 9, 10, 12; opposite: 8; inconclusive: 11; cannot decide: 13 (no tau_m < 30 in the sweep)
+    # and 14 (no input spectra given)
     assert summary == {"digits": {"reproduced": 10, "not reproduced (opposite)": 1, "not reproduced": 0,
-                                  "inconclusive": 1, "cannot decide": 1}}
+                                  "inconclusive": 1, "cannot decide": 2}}
     without = claims_ledger(history, None, clean, runs=_runs())
     assert [r.verdict for r in without if r.id in ("2", "3", "4")] == ["cannot decide"] * 3
     md, js = write_ledger(results, tmp_path, "unit")
@@ -296,7 +365,7 @@ def test_ledger_order_summary_and_files(tmp_path):
     assert data["claims"][5]["parts"][0]["mean_by_tau"]["inf"] == pytest.approx(
         np.mean([1.0 + 0.01 * s + 0.002 * _noise(math.inf, s, "rate") for s in SEEDS]))
     assert data["claims"][5]["parts"][0]["decision"]["comparisons"][0]["interval"]["n"] == 5
-    assert md.read_text().count("\n| ") == 1 + 13  # header + one line per claim
+    assert md.read_text().count("\n| ") == 1 + 14  # header + one line per claim
 
 
 def test_a_diverged_tau_and_disjoint_ranges_give_cannot_decide_rows_not_errors():

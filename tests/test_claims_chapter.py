@@ -53,4 +53,8 @@ def test_claims_chapter_renders_cannot_decide_rows_for_a_diverged_tau_and_disjoi
     assert verdicts["5"]["verdict"] == "cannot decide" and "do not overlap" in verdicts["5"]["reason"]
     assert verdicts["6"]["verdict"] == "cannot decide" and "diverged" in verdicts["6"]["reason"]
     assert "1 diverged" in text and "cannot decide" in text and "do not overlap" in text
+    # claim 14 (Fig. 4) is decided from the input spectra the sweep cached, one reading at a time
+    assert [c["id"] for c in claims] == [str(i) for i in range(1, 15)]
+    assert "no spectra" not in verdicts["14"]["reason"] and "pixel, scenario 1" in verdicts["14"]["intervals"]
+    assert (sweep.ledger_dir() / "digits" / "analysis" / "input_spectra.json").is_file()
     assert (tmp_path / "figures" / "table1.png").is_file() and (tmp_path / "figures" / "fig7_measures_vs_tau.png").is_file()

@@ -82,7 +82,7 @@ def test_collect_reads_what_a_book_run_wrote(tmp_path, capsys):
     data = report.collect("smoke", results, tmp_path / "_build", overrides)
     assert data["variant"] == sweeps["default"].ledger_dir().name and data["runs"] == 2
     assert set(data["accuracy"]["digits"]) == {"30", "inf"}
-    assert [c["id"] for c in data["claims"]] == [str(i) for i in range(1, 14)]
+    assert [c["id"] for c in data["claims"]] == [str(i) for i in range(1, 15)]
     assert json.loads(json.dumps(data)) == data  # JSON-ready
     readme = tmp_path / "README.md"
     readme.write_text(f"{report.START}\n{report.END}\n")
@@ -90,7 +90,37 @@ def test_collect_reads_what_a_book_run_wrote(tmp_path, capsys):
             "--readme", str(readme), "--set"] + [f"{k}={v}" for k, v in overrides.items()]
     assert cli.main(argv) == 0 and "updated" in capsys.readouterr().out
     assert cli.main(["report", "--readme", str(readme), "--check"]) == 0
+    assert cli.main(["report", "--readme", str(readme), "--check", "--results-dir", str(results)]) == 0
+    # a verdict changed in the text and in the stored data alike passes the form check, not the ledger's
+    text = readme.read_text()
+    first = data["claims"][0]["verdict"]
+    edited = text.replace(f"**{first}**", "**reproduced**" if first != "reproduced" else "**inconclusive**", 1)
+    edited = edited.replace(f'"verdict":"{first}"', '"verdict":"reproduced"' if first != "reproduced"
+                            else '"verdict":"inconclusive"', 1)
+    readme.write_text(edited)
+    assert report.check_readme(readme) == []
+    assert "differ from" in report.check_readme(readme, results)[0]
+    assert cli.main(["report", "--readme", str(readme), "--check", "--results-dir", str(results)]) == 1
+    readme.write_text(text)
     with pytest.raises(SystemExit):
         cli.main(["report", "--profile", "nope"])
     assert cli.main(argv[:-len(overrides) - 1] + ["--set", "epochs=2"]) == 2  # no such finished run: one line
     assert "run" in capsys.readouterr().err
+
+
+def test_chapter_times_are_read_where_book_run_stages_the_chapters(tmp_path):
+    """The staged notebooks lie flat under <build>/src (leaklib.book.stage_dir), each with the runner's record."""
+    import nbformat
+
+    from leaklib.book import stage_dir
+
+    stage = stage_dir(tmp_path / "_build")
+    stage.mkdir(parents=True)
+    for stem, seconds in (("01_neurons_and_coherence", 20.5), ("02_training", 338.25)):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["leaklib_book"] = {"seconds": seconds, "profile": "quick"}
+        nbformat.write(nb, stage / f"{stem}.ipynb")
+    nbformat.write(nbformat.v4.new_notebook(), stage / "03_robustness.ipynb")  # not executed by the runner
+    assert report._chapter_times(tmp_path / "_build") == {"01_neurons_and_coherence": 20.5, "02_training": 338.25}
+    text = report.render(_data(chapter_seconds=report._chapter_times(tmp_path / "_build")))
+    assert "**6.0 min** of chapter execution (01 20 s, 02 338 s)" in text

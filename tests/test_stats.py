@@ -26,6 +26,7 @@ from leaklib.stats import (
     adjust_p,
     comparison_pairs,
     decide,
+    decide_condition,
     decide_direction,
     decide_equivalence,
     directional_codes,
@@ -414,6 +415,61 @@ def test_cannot_decide_cases():
     assert "no IF" in decide_direction(no_if, "lif_below_if").reason
     assert decide_direction({INF: values[INF]}, "lif_below_if").verdict == CANNOT_DECIDE
     assert decide_direction(values, "lif_below_if", min_seeds=6).verdict == CANNOT_DECIDE
+
+
+def test_condition_change_with_a_diverged_run_cannot_be_decided():
+    """The same policy as every other claim: a tau_m whose run diverged (absent from the clean table) is not
+    decided from the remaining seeds; the other tau_m still are."""
+    before = claim_values({INF: 0.0, 30.0: 0.0})
+    after = {t: {s: v + 1.0 + 0.01 * s for s, v in per_seed.items()} for t, per_seed in before.items()}
+    assert decide_condition(before, after, "higher").verdict == REPRODUCED
+    without = {INF: before[INF], 30.0: {s: v for s, v in before[30.0].items() if s != 3}}
+    d = decide_condition(without, {INF: after[INF], 30.0: {s: v for s, v in after[30.0].items() if s != 3}},
+                         "higher", diverged={30.0: [3]})
+    assert d.verdict == CANNOT_DECIDE and "tau_m=30 seed(s) 3" in d.reason
+    assert [c.verdict for c in d.comparisons] == [REPRODUCED, CANNOT_DECIDE]
+    # every run of a tau_m diverged: it still appears, undecided, instead of silently vanishing
+    gone = decide_condition({INF: before[INF]}, {INF: after[INF]}, "higher", diverged={30.0: list(before[30.0])})
+    assert gone.verdict == CANNOT_DECIDE and [c.a for c in gone.comparisons] == [INF, 30.0]
+
+
+def test_huge_values_neither_overflow_nor_mislabel():
+    """Measures near the float limit: the interval is that of the same data scaled down, and a difference that
+    overflows is left out as non-finite (not counted as a paired seed)."""
+    import warnings
+
+    small = {INF: {1: 1.0, 2: 1.1, 3: 1.0}, 30.0: {1: 1.5, 2: 1.6, 3: 1.4}}
+    huge = {t: {s: v * 1e300 for s, v in per_seed.items()} for t, per_seed in small.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning either
+        a, b = decide_direction(small, "lif_above_if"), decide_direction(huge, "lif_above_if")
+    assert a.verdict == b.verdict == REPRODUCED
+    assert b.comparisons[0].interval.low == pytest.approx(1e300 * a.comparisons[0].interval.low, rel=1e-9)
+    edge = {INF: {1: 1e308, 2: 1.0, 3: 2.0, 4: 3.0}, 30.0: {1: -1e308, 2: 2.0, 3: 3.1, 4: 4.2}}
+    d = decide_direction(edge, "lif_above_if")
+    assert d.comparisons[0].dropped == (1,) and d.comparisons[0].interval.n == 3 and d.verdict == REPRODUCED
+
+
+def test_identical_differences_are_judged_by_the_exact_sign_flip_test():
+    """Two seeds that both gain exactly one test image (a discrete measure): the t interval is a point and t is
+    infinite. That decides nothing at n = 2; the sign-flip test's p = 2^-n is below 2.5 % from six seeds on."""
+    def values(n, step):
+        return {INF: {s: 90.0 + s for s in range(n)}, 30.0: {s: 90.0 + s + step for s in range(n)}}
+
+    two = decide_direction(values(2, 2.5), "lif_above_if")
+    assert two.verdict == INCONCLUSIVE and "all 2 differences are equal" in two.reason and "p = 2^-2 = 0.25" in two.reason
+    assert decide_direction(values(5, 2.5), "lif_above_if").verdict == INCONCLUSIVE   # 1/32 = 0.031 > 0.025
+    assert decide_direction(values(6, 2.5), "lif_above_if").verdict == REPRODUCED     # 1/64 = 0.016
+    assert decide_direction(values(6, -2.5), "lif_above_if").verdict == OPPOSITE
+    assert decide_direction(values(6, 0.0), "lif_above_if").verdict == INCONCLUSIVE   # no difference at all
+    # equivalence (TOST at 5 % per side): identical differences inside the margin need five seeds
+    assert decide_equivalence(values(2, 2.5), 5.0).verdict == INCONCLUSIVE
+    assert decide_equivalence(values(5, 2.5), 5.0).verdict == REPRODUCED
+    # discrete null (accuracy on 40 images, one image = 2.5 points), two seeds: false 'reproduced' at most 2.5 %
+    rng = np.random.default_rng(70)
+    acc = rng.binomial(40, 0.9, size=(TRIALS, 2, 2)) * 2.5
+    d = (acc[:, 1] - acc[:, 0])[:, None, :]
+    assert float((directional_codes(d, 1)["claim"] == 1).mean()) <= 0.025 + 2 * math.sqrt(0.025 * 0.975 / TRIALS)
 
 
 def test_nan_seeds_are_dropped_and_reported():
