@@ -802,12 +802,17 @@ def map_runs(task: Callable, configs: Sequence[Any], *, executor: str = "inline"
 # ----------------------------------------------------------------------------- training
 
 def train_task(config: Any, results_dir: str, device: str, data_root: str | None = None, download: bool = False,
-               progress: bool = False, log: Callable[[str], None] = print, tag: str = "") -> dict:
-    """Train (or resume, or reuse) one run: :func:`leaklib.train.train_run`; returns its metrics."""
+               progress: bool = False, log: Callable[[str], None] = print, tag: str = "",
+               lock_wait: float | None = 0.0) -> dict:
+    """Train (or resume, or reuse) one run: :func:`leaklib.train.train_run`; returns its metrics.
+
+    ``lock_wait``: how long to wait for another process that is training this run (seconds; None
+    as long as it takes; 0 skips it at once, reported as ``held``).
+    """
     from .train import train_run
 
     return train_run(config, results_dir, device=device, data_root=data_root, download=download,
-                     progress=progress, log=log, tag=tag)
+                     progress=progress, log=log, tag=tag, lock_wait=lock_wait)
 
 
 train_task.task_name = "train"  # type: ignore[attr-defined]
@@ -834,16 +839,19 @@ def run_sweep(configs: Sequence[Any], executor: str = "inline", jobs: int | None
               results_dir: str | os.PathLike[str] = "results", device: str = "auto", *,
               data_root: str | os.PathLike[str] | None = None, download: bool = False, threads: int | None = None,
               progress: bool = False, wait: bool = True, log: Callable[[str], None] = print,
-              slurm: SlurmOptions | None = None, **slurm_options: Any) -> list[tuple[Any, dict]]:
+              slurm: SlurmOptions | None = None, lock_wait: float | None = 0.0,
+              **slurm_options: Any) -> list[tuple[Any, dict]]:
     """Train (or resume, or reuse) every run; returns ``[(config, metrics)]`` in the order given.
 
     A run that did not end has ``{"status": "failed" | "held" | "submitted", "error": ..., "job_id": ...,
     "log": ...}`` instead of its metrics. Results do not depend on ``jobs`` or the executor: each run
-    seeds itself (bit for bit at equal threads per run).
+    seeds itself (bit for bit at equal threads per run). A run that another process is training is
+    skipped (``held``) unless ``lock_wait`` (seconds, None = as long as it takes) lets this process
+    wait for it and then reuse (or resume) it.
     """
     outcomes = map_runs(train_task, configs, executor=executor, jobs=jobs, results_dir=results_dir, device=device,
                         threads=threads, task_kwargs={"data_root": None if data_root is None else str(data_root),
-                                                      "download": download,
+                                                      "download": download, "lock_wait": lock_wait,
                                                       "progress": progress and executor in ("inline", "local")
                                                       and (jobs or 1) == 1},
                         ready=finished_run, describe=describe_training, wait=wait, log=log, slurm=slurm,

@@ -62,18 +62,20 @@ class SweepIncomplete(RuntimeError):
 
 def ensure_sweep(profile: Profile | str, results_dir: str | os.PathLike[str] = "results", device: str = "auto",
                  progress: bool = True, executor: str = "inline", jobs: int | None = None,
-                 **kwargs: Any) -> list[RunConfig]:
+                 lock_wait: float | None = None, **kwargs: Any) -> list[RunConfig]:
     """Train what is missing (resuming interrupted runs), reuse what is finished; return the configs.
 
     ``executor``/``jobs`` as :func:`leaklib.executors.run_sweep` (e.g. ``executor="local", jobs=2``
     trains two runs at once); other keywords (``log``, ``data_root``, Slurm options) go there too.
-    Raises :class:`SweepIncomplete` (one line) when a run failed or another process is training it.
+    A run that another process is training (a second chapter on the same results) is waited for
+    and then reused: ``lock_wait`` seconds at most (None: as long as it takes). Raises
+    :class:`SweepIncomplete` (one line) when a run failed, or is still held after ``lock_wait``.
     """
     from .executors import run_sweep
 
     configs = sweep_configs(profile)
     results = run_sweep(configs, executor=executor, jobs=jobs, results_dir=results_dir, device=device,
-                        progress=progress, **kwargs)
+                        progress=progress, lock_wait=lock_wait, **kwargs)
     problems = [(c, m) for c, m in results if m.get("status") not in ("finished", "diverged")]
     if problems:
         config, metrics = problems[0]
