@@ -192,9 +192,17 @@ def robustness_images(config: RunConfig, data_root: str | os.PathLike[str] | Non
     return stratified_subset(test, size, seed=0) if size is not None and size < len(test) else test
 
 
+def _numerics() -> dict:
+    """Cache-key entry for TF32 when ``LEAKLIB_TF32`` turns it on (the analyses then run in TF32 on a GPU);
+    empty by default, so the keys of float32 analyses stay as they were."""
+    from .gpu import tf32_requested
+
+    return {"tf32": True} if tf32_requested() else {}
+
+
 def _run_settings(config: RunConfig, results_dir: str | os.PathLike[str], what: str, **extra: Any) -> dict:
     return {"what": what, "run": load_run(config, results_dir)["metrics"]["config_hash"], "seed": ANALYSIS_SEED,
-            "images": config.profile.analysis_images, **extra}
+            "images": config.profile.analysis_images, **extra, **_numerics()}
 
 
 def _diverged(config: RunConfig, results_dir: str | os.PathLike[str]) -> bool:
@@ -226,7 +234,8 @@ def severity_table(profile: Profile | str, dataset: str, results_dir: str | os.P
                 "if_runs": {str(c.seed): [load_run(c, results_dir)["metrics"]["config_hash"],
                                           "diverged" if c not in finished else "finished"] for c in if_runs},
                 "images": [prof.test_subset, prof.analysis_images, prof.robustness_images],
-                "num_steps": prof.num_steps, "batch_size": prof.eval_batch_size, "calibration": CALIBRATION}
+                "num_steps": prof.num_steps, "batch_size": prof.eval_batch_size, "calibration": CALIBRATION,
+                **_numerics()}
 
     def compute() -> dict:
         if not finished:

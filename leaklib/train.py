@@ -513,9 +513,13 @@ def load_model(config: RunConfig, results_dir: str | os.PathLike[str] = "results
 
     The checkpoint must be readable, carry this config's hash and be at the epoch the metrics
     report; otherwise one line (:class:`leaklib.runs.RunFileError`) says which file and what to do.
+    The GPU numerics switches are set as for training (:func:`leaklib.gpu.configure_determinism`:
+    TF32 off unless ``LEAKLIB_TF32=1``), so an analysis does not depend on whether this process
+    trained something first (PyTorch's own default runs cuDNN convolutions in TF32).
     """
     run = load_run(config, results_dir)
     dev = resolve_device(device) if isinstance(device, str) else device
+    configure_determinism(dev)
     folder = Path(run["folder"])
     path = folder / "checkpoint.pt"
     epochs = int(run["metrics"].get("epochs", 0))
