@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_torch_save",
+    "remove_stale_temporaries",
     "read_json",
     "read_jsonl",
     "RunFileError",
@@ -88,6 +89,23 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write_bytes` left in ``folder`` when its process was killed
+    mid-write (``.<file>.<random>.tmp``; only those of ``name`` when given). Call it only while holding
+    the folder's (or the file's) lock, so that no live write is removed; returns what was removed."""
+    removed = []
+    pattern = f".{name}.*.tmp" if name else ".*.tmp"
+    for path in Path(folder).glob(pattern):
+        if ".owner.json." in path.name:  # a lock's owner record, refreshed by a live heartbeat thread
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from .locks import Lock
 from .profiles import Profile, get_profile
-from .runs import RunFileError, _jsonable, atomic_write_json, config_hash, read_json
+from .runs import RunFileError, _jsonable, atomic_write_json, config_hash, read_json, remove_stale_temporaries
 from .train import RunConfig, load_run
 
 __all__ = [
@@ -139,6 +139,7 @@ def cached(path: str | os.PathLike[str], settings: dict[str, Any], compute: Call
         stored = _stored(path, key, lambda line: None)  # computed meanwhile by the process we waited for
         if stored is not None:
             return stored[0]
+        remove_stale_temporaries(path.parent, path.name)  # a write of this cache cut short by kill -9
         value = compute()
         atomic_write_json(path, {"key": key, "settings": settings, "value": value})
     # what a later call reads back (JSON: sorted keys, non-finite floats as 'nan'/'inf'), so a value

@@ -29,7 +29,8 @@ from .models import SNN
 from .profiles import Profile, format_tau, get_profile
 from .locks import Lock
 from .runs import (RunFileError, atomic_torch_save, atomic_write_json, atomic_write_text, checked_history,
-                   checkpoint_intact, config_hash, environment_info, jsonl_text, load_checkpoint, read_json, run_dir)
+                   checkpoint_intact, config_hash, environment_info, jsonl_text, load_checkpoint, read_json,
+                   remove_stale_temporaries, run_dir)
 
 __all__ = [
     "RunConfig",
@@ -258,6 +259,7 @@ def train_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results"
         reused = _reusable(config, folder, digest, label, log)  # finished by the holder we waited for
         if reused is not None:
             return reused
+        remove_stale_temporaries(folder)  # a write cut short by kill -9 (the run's files are whole: atomic)
         _CURRENT_RUN["label"] = config.label()
         try:
             return _train(config, folder, dev, digest, label, train_data, test_data, progress, log)

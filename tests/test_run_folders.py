@@ -395,3 +395,38 @@ def test_status_gives_the_remedies_train_gives(finished, tmp_path, capsys):
     (folder / "history.jsonl").write_text("{]\n")
     row = _status_row(results, capsys)
     assert " damaged " in row and f"restore it, or delete {folder} to retrain this run" in row, row
+
+
+def test_kill_9_inside_an_atomic_write_leaves_no_temporary_file_after_the_resume(finished, tmp_path):
+    """kill -9 while checkpoint.pt was being written left its .tmp in the run folder for good (the
+    resume wrote new ones beside it); a cut analysis-cache write likewise."""
+    results = tmp_path / "r"
+    config = _config()
+    script = (
+        "import os, signal, sys\n"
+        "from leaklib import runs\n"
+        "real = os.replace\n"
+        "def replace(src, dst):\n"
+        "    if str(dst).endswith('checkpoint.pt'):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)  # the data is written, the rename not yet\n"
+        "    return real(src, dst)\n"
+        "os.replace = replace\n"
+        "from tests.test_run_folders import _config, QUIET\n"
+        "from leaklib.train import train_run\n"
+        f"train_run(_config(), {str(results)!r}, device='cpu', **QUIET)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    folder = config.folder(results)
+    assert [p.name for p in folder.glob(".checkpoint.pt.*.tmp")]  # what the kill left
+    assert train_run(config, results, device="cpu", **QUIET)["status"] == "finished"
+    assert _no_temporary_files(results)
+    assert read_json(folder / "metrics.json")["test_acc"] == read_json(finished[1].folder(finished[0]) /
+                                                                       "metrics.json")["test_acc"]
+    from leaklib.sweep import cached
+
+    cache = folder / "analysis" / "x.json"
+    cache.parent.mkdir()
+    (cache.parent / ".x.json.abc123.tmp").write_bytes(b"{\"key\": ")  # a cut write of this cache
+    assert cached(cache, {"k": 1}, lambda: 5, log=lambda s: None) == 5
+    assert _no_temporary_files(results)
