@@ -44,6 +44,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 import types
@@ -314,17 +315,23 @@ def _pool_worker(conn: Any, threads: int, env: dict[str, str], cwd: str) -> None
     _set_threads(threads)
     import leaklib.train  # noqa: F401 - the imports every task needs, before saying ready
 
-    conn.send(("ready", os.getpid(), time.time()))
+    try:
+        conn.send(("ready", os.getpid(), time.time()))
+    except OSError:  # the parent is gone (Ctrl-C while this worker started): nothing to do, nothing to say
+        return
     while True:
         try:
             message = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
         if message is None:
             return
         index, task, config, results_dir, device, kwargs = message
         outcome = _execute(task, config, results_dir, device, kwargs, capture=True)
-        conn.send(("done", index, outcome))
+        try:
+            conn.send(("done", index, outcome))
+        except OSError:  # the parent is gone; the outcome is in the run folder (metrics or logs/)
+            return
 
 
 @contextlib.contextmanager
@@ -400,6 +407,31 @@ def _context() -> Any:
     return ctx
 
 
+def _start_helpers(ctx: Any) -> None:
+    """Start multiprocessing's helper processes so that a Ctrl-C while the pool starts reaches this process only.
+
+    The resource tracker first: starting it unblocks SIGINT in the calling thread, which would undo
+    the mask :class:`_Worker` holds while a worker starts. Then the forkserver, with SIGINT ignored
+    (a disposition that survives ``exec``; only for the fork itself, not while it imports): it
+    preloads torch for seconds before ignoring SIGINT itself, and a Ctrl-C in that time killed it
+    with a traceback of the import it was in.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal.signal works in the main thread only
+        return
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    if ctx.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _gpu_env(device: str, jobs: int) -> list[dict[str, str]]:
     """Per worker: CUDA_VISIBLE_DEVICES (one GPU each, round robin) when the device is auto/cuda and GPUs exist."""
     if device not in ("auto", "cuda"):
@@ -426,12 +458,15 @@ def _run_pool(task: Callable, configs: Sequence[Any], indices: Sequence[int], re
     envs = _gpu_env(device, jobs)
     worker_device = "cuda" if envs[0] else device
     base_env = {"OMP_NUM_THREADS": str(per_worker), "MKL_NUM_THREADS": str(per_worker)}
+    _start_helpers(ctx)
     pending = deque(indices)
     outcomes: dict[int, Outcome] = {}
-    workers = [_Worker(ctx, k, {**base_env, **envs[k]}, per_worker) for k in range(jobs)]
-    gpu_note = f", GPU {', '.join(w.env['CUDA_VISIBLE_DEVICES'] for w in workers)}" if envs[0] else ""
-    log(f"[local] {jobs} worker process(es), {per_worker} CPU thread(s) each{gpu_note}")
+    workers: list[_Worker] = []
     try:
+        for k in range(jobs):  # inside the try: a Ctrl-C while they start stops those already started
+            workers.append(_Worker(ctx, k, {**base_env, **envs[k]}, per_worker))
+        gpu_note = f", GPU {', '.join(w.env['CUDA_VISIBLE_DEVICES'] for w in workers)}" if envs[0] else ""
+        log(f"[local] {jobs} worker process(es), {per_worker} CPU thread(s) each{gpu_note}")
         while pending or any(w.index is not None for w in workers):
             for w in workers:
                 if w.index is None and pending:
@@ -802,12 +837,17 @@ def map_runs(task: Callable, configs: Sequence[Any], *, executor: str = "inline"
 # ----------------------------------------------------------------------------- training
 
 def train_task(config: Any, results_dir: str, device: str, data_root: str | None = None, download: bool = False,
-               progress: bool = False, log: Callable[[str], None] = print, tag: str = "") -> dict:
-    """Train (or resume, or reuse) one run: :func:`leaklib.train.train_run`; returns its metrics."""
+               progress: bool = False, log: Callable[[str], None] = print, tag: str = "",
+               lock_wait: float | None = 0.0) -> dict:
+    """Train (or resume, or reuse) one run: :func:`leaklib.train.train_run`; returns its metrics.
+
+    ``lock_wait``: how long to wait for another process that is training this run (seconds; None
+    as long as it takes; 0 skips it at once, reported as ``held``).
+    """
     from .train import train_run
 
     return train_run(config, results_dir, device=device, data_root=data_root, download=download,
-                     progress=progress, log=log, tag=tag)
+                     progress=progress, log=log, tag=tag, lock_wait=lock_wait)
 
 
 train_task.task_name = "train"  # type: ignore[attr-defined]
@@ -834,16 +874,19 @@ def run_sweep(configs: Sequence[Any], executor: str = "inline", jobs: int | None
               results_dir: str | os.PathLike[str] = "results", device: str = "auto", *,
               data_root: str | os.PathLike[str] | None = None, download: bool = False, threads: int | None = None,
               progress: bool = False, wait: bool = True, log: Callable[[str], None] = print,
-              slurm: SlurmOptions | None = None, **slurm_options: Any) -> list[tuple[Any, dict]]:
+              slurm: SlurmOptions | None = None, lock_wait: float | None = 0.0,
+              **slurm_options: Any) -> list[tuple[Any, dict]]:
     """Train (or resume, or reuse) every run; returns ``[(config, metrics)]`` in the order given.
 
     A run that did not end has ``{"status": "failed" | "held" | "submitted", "error": ..., "job_id": ...,
     "log": ...}`` instead of its metrics. Results do not depend on ``jobs`` or the executor: each run
-    seeds itself (bit for bit at equal threads per run).
+    seeds itself (bit for bit at equal threads per run). A run that another process is training is
+    skipped (``held``) unless ``lock_wait`` (seconds, None = as long as it takes) lets this process
+    wait for it and then reuse (or resume) it.
     """
     outcomes = map_runs(train_task, configs, executor=executor, jobs=jobs, results_dir=results_dir, device=device,
                         threads=threads, task_kwargs={"data_root": None if data_root is None else str(data_root),
-                                                      "download": download,
+                                                      "download": download, "lock_wait": lock_wait,
                                                       "progress": progress and executor in ("inline", "local")
                                                       and (jobs or 1) == 1},
                         ready=finished_run, describe=describe_training, wait=wait, log=log, slurm=slurm,

@@ -26,7 +26,7 @@ import os
 
 import torch
 
-__all__ = ["configure_determinism", "determinism_settings"]
+__all__ = ["configure_determinism", "determinism_settings", "tf32_requested"]
 
 
 def _env_flag(name: str) -> bool | None:
@@ -34,6 +34,11 @@ def _env_flag(name: str) -> bool | None:
     if value is None or value.strip() == "":
         return None
     return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def tf32_requested() -> bool:
+    """Whether ``LEAKLIB_TF32`` asks for TF32 (what :func:`configure_determinism` sets by default)."""
+    return bool(_env_flag("LEAKLIB_TF32"))
 
 
 def determinism_settings() -> dict:
@@ -58,7 +63,7 @@ def configure_determinism(device: torch.device | str = "cpu", *, tf32: bool | No
     ``config.json``.
     """
     if tf32 is None:
-        tf32 = bool(_env_flag("LEAKLIB_TF32"))
+        tf32 = tf32_requested()
     dev = torch.device(device)
     torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
     torch.backends.cudnn.allow_tf32 = bool(tf32)

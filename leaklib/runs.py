@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_torch_save",
+    "remove_stale_temporaries",
     "read_json",
     "read_jsonl",
     "RunFileError",
@@ -49,12 +50,35 @@ def run_dir(results_dir: str | os.PathLike[str], profile: str, dataset: str, tau
     return Path(results_dir) / profile / variant / dataset / f"tau-{format_tau(tau_m)}" / f"seed-{seed}"
 
 
+def _process_umask() -> int:
+    """This process's umask, read without changing it where Linux says it (os.umask sets it to read it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Mode of the files written here: what ``open(path, "w")`` would give (mkstemp's own is 0600, which
+#: made results unreadable to the group sharing a results folder).
+FILE_MODE = 0o666 & ~_process_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: never half-written."""
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: never half-written.
+
+    The file gets the mode a plain ``open`` would give it (0666 less the umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -65,6 +89,23 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write_bytes` left in ``folder`` when its process was killed
+    mid-write (``.<file>.<random>.tmp``; only those of ``name`` when given). Call it only while holding
+    the folder's (or the file's) lock, so that no live write is removed; returns what was removed."""
+    removed = []
+    pattern = f".{name}.*.tmp" if name else ".*.tmp"
+    for path in Path(folder).glob(pattern):
+        if ".owner.json." in path.name:  # a lock's owner record, refreshed by a live heartbeat thread
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -91,24 +91,46 @@ def run_state(config: Any, results_dir: str | Path = "results", lines: int = 5, 
     analyses = sorted(p.stem for p in (folder / "analysis").glob("*.json")) if (folder / "analysis").is_dir() else []
     logs = folder / "logs"
     train_log = logs / f"{task}.log"
-    try:
-        history = read_jsonl(folder / "history.jsonl")
+    try:  # the remedies `leaklib train` gives for the same damage
+        history = read_jsonl(folder / "history.jsonl", f"restore it, or delete {folder} to retrain this run")
     except RunFileError as exc:
         return RunState(config, "damaged", note=str(exc), analyses=analyses)
     done_epochs = len(history)
     metrics_path = folder / "metrics.json"
     if metrics_path.exists():
+        rebuild = "delete it to rebuild it from the checkpoint and history (`leaklib train` does that), or restore it"
         try:
-            metrics = read_json(metrics_path)
+            metrics = read_json(metrics_path, rebuild)
         except RunFileError as exc:
             return RunState(config, "damaged", done_epochs, note=str(exc), analyses=analyses)
-        if isinstance(metrics, dict) and metrics.get("config_hash") == config.hash():
-            acc = metrics.get("test_acc")
-            acc = float(acc) if isinstance(acc, (int, float)) or acc == "nan" else None
-            status = metrics.get("status", "finished")
-            note = status if status != "diverged" else f"diverged at epoch {metrics.get('diverged_epoch')}"
-            note += f", {float(metrics.get('train_seconds', 0.0)):.0f} s of training"
-            return RunState(config, "done", int(metrics.get("epochs", done_epochs)), acc, note, analyses=analyses)
+        if not isinstance(metrics, dict):
+            return RunState(config, "damaged", done_epochs, note=f"{metrics_path} is damaged (not a JSON object); "
+                            f"{rebuild}", analyses=analyses)
+        if metrics.get("config_hash") != config.hash():
+            return RunState(config, "damaged", done_epochs, note=f"{metrics_path} belongs to other settings (config "
+                            f"hash {metrics.get('config_hash')}, expected {config.hash()}); move {folder} away to "
+                            f"train this run", analyses=analyses)
+        acc, epochs, seconds = metrics.get("test_acc"), metrics.get("epochs"), metrics.get("train_seconds", 0.0)
+        if (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0
+                or isinstance(seconds, bool) or not isinstance(seconds, (int, float))):
+            return RunState(config, "damaged", done_epochs, note=f"{metrics_path} is damaged (epochs {epochs!r}, "
+                            f"train_seconds {seconds!r}); {rebuild}", analyses=analyses)
+        record_path = folder / "config.json"
+        try:
+            record = read_json(record_path, f"restore it, or delete {folder} to retrain this run")
+            if not isinstance(record, dict) or record.get("config_hash") != config.hash():
+                raise RunFileError(f"{record_path} does not carry this run's config hash {config.hash()}; restore it, "
+                                   f"or delete {folder} to retrain this run")
+        except OSError:
+            return RunState(config, "damaged", done_epochs, note=f"{record_path} is missing or unreadable; restore "
+                            f"it, or delete {folder} to retrain this run", analyses=analyses)
+        except RunFileError as exc:
+            return RunState(config, "damaged", done_epochs, note=str(exc), analyses=analyses)
+        acc = float(acc) if (isinstance(acc, (int, float)) and not isinstance(acc, bool)) or acc == "nan" else None
+        status = metrics.get("status", "finished")
+        note = status if status != "diverged" else f"diverged at epoch {metrics.get('diverged_epoch')}"
+        note += f", {float(seconds):.0f} s of training"
+        return RunState(config, "done", epochs, acc, note, analyses=analyses)
     holder = read_holder(folder / ".run.owner.json")
     if holder is not None and holder.alive():
         age = time.time() - holder.heartbeat

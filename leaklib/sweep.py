@@ -16,7 +16,7 @@ import pandas as pd
 
 from .locks import Lock
 from .profiles import Profile, get_profile
-from .runs import RunFileError, _jsonable, atomic_write_json, config_hash, read_json
+from .runs import RunFileError, _jsonable, atomic_write_json, config_hash, read_json, remove_stale_temporaries
 from .train import RunConfig, load_run
 
 __all__ = [
@@ -63,18 +63,20 @@ class SweepIncomplete(RuntimeError):
 
 def ensure_sweep(profile: Profile | str, results_dir: str | os.PathLike[str] = "results", device: str = "auto",
                  progress: bool = True, executor: str = "inline", jobs: int | None = None,
-                 **kwargs: Any) -> list[RunConfig]:
+                 lock_wait: float | None = None, **kwargs: Any) -> list[RunConfig]:
     """Train what is missing (resuming interrupted runs), reuse what is finished; return the configs.
 
     ``executor``/``jobs`` as :func:`leaklib.executors.run_sweep` (e.g. ``executor="local", jobs=2``
     trains two runs at once); other keywords (``log``, ``data_root``, Slurm options) go there too.
-    Raises :class:`SweepIncomplete` (one line) when a run failed or another process is training it.
+    A run that another process is training (a second chapter on the same results) is waited for
+    and then reused: ``lock_wait`` seconds at most (None: as long as it takes). Raises
+    :class:`SweepIncomplete` (one line) when a run failed, or is still held after ``lock_wait``.
     """
     from .executors import run_sweep
 
     configs = sweep_configs(profile)
     results = run_sweep(configs, executor=executor, jobs=jobs, results_dir=results_dir, device=device,
-                        progress=progress, **kwargs)
+                        progress=progress, lock_wait=lock_wait, **kwargs)
     problems = [(c, m) for c, m in results if m.get("status") not in ("finished", "diverged")]
     if problems:
         config, metrics = problems[0]
@@ -138,6 +140,7 @@ def cached(path: str | os.PathLike[str], settings: dict[str, Any], compute: Call
         stored = _stored(path, key, lambda line: None)  # computed meanwhile by the process we waited for
         if stored is not None:
             return stored[0]
+        remove_stale_temporaries(path.parent, path.name)  # a write of this cache cut short by kill -9
         value = compute()
         atomic_write_json(path, {"key": key, "settings": settings, "value": value})
     # what a later call reads back (JSON: sorted keys, non-finite floats as 'nan'/'inf'), so a value
@@ -191,9 +194,17 @@ def robustness_images(config: RunConfig, data_root: str | os.PathLike[str] | Non
     return stratified_subset(test, size, seed=0) if size is not None and size < len(test) else test
 
 
+def _numerics() -> dict:
+    """Cache-key entry for TF32 when ``LEAKLIB_TF32`` turns it on (the analyses then run in TF32 on a GPU);
+    empty by default, so the keys of float32 analyses stay as they were."""
+    from .gpu import tf32_requested
+
+    return {"tf32": True} if tf32_requested() else {}
+
+
 def _run_settings(config: RunConfig, results_dir: str | os.PathLike[str], what: str, **extra: Any) -> dict:
     return {"what": what, "run": load_run(config, results_dir)["metrics"]["config_hash"], "seed": ANALYSIS_SEED,
-            "images": config.profile.analysis_images, **extra}
+            "images": config.profile.analysis_images, **extra, **_numerics()}
 
 
 def _diverged(config: RunConfig, results_dir: str | os.PathLike[str]) -> bool:
@@ -225,7 +236,8 @@ def severity_table(profile: Profile | str, dataset: str, results_dir: str | os.P
                 "if_runs": {str(c.seed): [load_run(c, results_dir)["metrics"]["config_hash"],
                                           "diverged" if c not in finished else "finished"] for c in if_runs},
                 "images": [prof.test_subset, prof.analysis_images, prof.robustness_images],
-                "num_steps": prof.num_steps, "batch_size": prof.eval_batch_size, "calibration": CALIBRATION}
+                "num_steps": prof.num_steps, "batch_size": prof.eval_batch_size, "calibration": CALIBRATION,
+                **_numerics()}
 
     def compute() -> dict:
         if not finished:

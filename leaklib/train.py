@@ -29,7 +29,8 @@ from .models import SNN
 from .profiles import Profile, format_tau, get_profile
 from .locks import Lock
 from .runs import (RunFileError, atomic_torch_save, atomic_write_json, atomic_write_text, checked_history,
-                   checkpoint_intact, config_hash, environment_info, jsonl_text, load_checkpoint, read_json, run_dir)
+                   checkpoint_intact, config_hash, environment_info, jsonl_text, load_checkpoint, read_json,
+                   remove_stale_temporaries, run_dir)
 
 __all__ = [
     "RunConfig",
@@ -258,6 +259,7 @@ def train_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results"
         reused = _reusable(config, folder, digest, label, log)  # finished by the holder we waited for
         if reused is not None:
             return reused
+        remove_stale_temporaries(folder)  # a write cut short by kill -9 (the run's files are whole: atomic)
         _CURRENT_RUN["label"] = config.label()
         try:
             return _train(config, folder, dev, digest, label, train_data, test_data, progress, log)
@@ -265,18 +267,45 @@ def train_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results"
             _CURRENT_RUN.pop("label", None)
 
 
+def _metrics_epochs(path: Path, metrics: dict, remedy: str) -> int:
+    """The epoch count of a metrics.json (an integer >= 0), else :class:`RunFileError` naming the file."""
+    epochs = metrics.get("epochs", 0)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise RunFileError(f"{path} is damaged (epochs {epochs!r} is not a count of epochs); {remedy}")
+    return epochs
+
+
+def _check_record(folder: Path, digest: str, remedy: str) -> dict:
+    """config.json of a run: readable and carrying this config hash, else :class:`RunFileError` (one line)."""
+    path = folder / "config.json"
+    if not path.exists():
+        raise RunFileError(f"{path} is missing; {remedy}")
+    record = read_json(path, remedy)
+    if not isinstance(record, dict) or record.get("config_hash") != digest:
+        found = record.get("config_hash") if isinstance(record, dict) else None
+        raise RunFileError(f"{path} belongs to other settings (config hash {found}, expected {digest}); {remedy}")
+    return record
+
+
 def _reusable(config: RunConfig, folder: Path, digest: str, label: str, log: Callable[[str], None]) -> dict | None:
-    """The metrics of a finished run with this config hash whose files are intact, else None (train it)."""
+    """The metrics of a finished run with this config hash whose files are intact, else None (train it).
+
+    Intact: metrics.json, config.json and the checkpoint carry or fit this config, and the history
+    holds the epochs the metrics count (what :func:`load_run` and :func:`load_model` will check).
+    """
     path = folder / "metrics.json"
     if not path.exists():
         return None
-    metrics = read_json(path, f"delete it to rebuild it from {folder.name}'s checkpoint and history (`leaklib "
-                              f"train` does that), or restore it")
-    if not isinstance(metrics, dict) or metrics.get("config_hash") != digest:
-        raise RunFileError(f"{path} belongs to other settings (config hash "
-                           f"{metrics.get('config_hash') if isinstance(metrics, dict) else '?'}, expected {digest}); "
-                           f"move {folder} away to train this run")
-    epochs = int(metrics.get("epochs", 0))
+    rebuild = (f"delete it to rebuild it from {folder.name}'s checkpoint and history (`leaklib train` does that), "
+               f"or restore it")
+    metrics = read_json(path, rebuild)
+    if not isinstance(metrics, dict):
+        raise RunFileError(f"{path} is damaged (not a JSON object); {rebuild}")
+    if metrics.get("config_hash") != digest:
+        raise RunFileError(f"{path} belongs to other settings (config hash {metrics.get('config_hash')}, expected "
+                           f"{digest}); move {folder} away to train this run")
+    epochs = _metrics_epochs(path, metrics, rebuild)
+    _check_record(folder, digest, f"restore it, or delete {folder} to retrain this run")
     checked_history(folder / "history.jsonl", epochs, f"restore it, or delete {folder} to retrain this run")
     checkpoint = folder / "checkpoint.pt"
     if epochs > 0 and not checkpoint_intact(checkpoint):
@@ -494,16 +523,16 @@ def load_run(config: RunConfig, results_dir: str | os.PathLike[str] = "results")
     retrain = f"delete {folder} to retrain this run, or restore it"
     metrics = read_json(folder / "metrics.json", "delete it to rebuild it with `leaklib train` (same settings), "
                                                  "or restore it")
-    if not isinstance(metrics, dict) or metrics.get("config_hash") != digest:
-        found = metrics.get("config_hash") if isinstance(metrics, dict) else None
-        raise RunFileError(f"{folder / 'metrics.json'} belongs to other settings (config hash {found}, expected "
-                           f"{digest}); retrain it")
-    record = read_json(folder / "config.json", retrain)
-    if not isinstance(record, dict) or record.get("config_hash") != digest:
-        found = record.get("config_hash") if isinstance(record, dict) else None
-        raise RunFileError(f"{folder / 'config.json'} belongs to other settings (config hash {found}, expected "
-                           f"{digest}); {retrain}")
-    history = checked_history(folder / "history.jsonl", int(metrics.get("epochs", 0)), retrain)
+    if not isinstance(metrics, dict):
+        raise RunFileError(f"{folder / 'metrics.json'} is damaged (not a JSON object); delete it to rebuild it with "
+                           f"`leaklib train` (same settings), or restore it")
+    if metrics.get("config_hash") != digest:
+        raise RunFileError(f"{folder / 'metrics.json'} belongs to other settings (config hash "
+                           f"{metrics.get('config_hash')}, expected {digest}); retrain it")
+    epochs = _metrics_epochs(folder / "metrics.json", metrics, "delete it to rebuild it with `leaklib train` "
+                                                               "(same settings), or restore it")
+    record = _check_record(folder, digest, retrain)
+    history = checked_history(folder / "history.jsonl", epochs, retrain)
     return {"folder": folder, "config": record, "history": history, "metrics": metrics}
 
 
@@ -513,12 +542,16 @@ def load_model(config: RunConfig, results_dir: str | os.PathLike[str] = "results
 
     The checkpoint must be readable, carry this config's hash and be at the epoch the metrics
     report; otherwise one line (:class:`leaklib.runs.RunFileError`) says which file and what to do.
+    The GPU numerics switches are set as for training (:func:`leaklib.gpu.configure_determinism`:
+    TF32 off unless ``LEAKLIB_TF32=1``), so an analysis does not depend on whether this process
+    trained something first (PyTorch's own default runs cuDNN convolutions in TF32).
     """
     run = load_run(config, results_dir)
     dev = resolve_device(device) if isinstance(device, str) else device
+    configure_determinism(dev)
     folder = Path(run["folder"])
     path = folder / "checkpoint.pt"
-    epochs = int(run["metrics"].get("epochs", 0))
+    epochs = run["metrics"].get("epochs", 0)  # checked by load_run
     if not path.exists():
         if epochs == 0:
             raise FileNotFoundError(f"run {folder} {run['metrics'].get('status', 'ended')} before its first epoch "

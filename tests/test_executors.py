@@ -215,3 +215,62 @@ def test_per_run_analyses_through_the_pool_are_what_the_tables_reuse(sequential,
     assert stamps == [analysis_path(c, pooled, n).stat().st_mtime_ns for c in CONFIGS for n in ("robustness", "clean")]
     pd.testing.assert_frame_equal(robust, robustness_table(CONFIGS, inline, device="cpu", progress=False))
     pd.testing.assert_frame_equal(clean, clean_table(CONFIGS, inline, device="cpu", progress=False))
+
+
+def _group_processes(pgid: int) -> dict[int, str]:
+    """{pid: command line} of the live processes in process group ``pgid``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _maps(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return ""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_while_the_pool_starts_is_one_line_and_leaves_no_process(tmp_path):
+    """Ctrl-C while the worker pool starts (the forkserver importing torch, seconds): the forkserver, in
+    the terminal's process group, died with a KeyboardInterrupt traceback of the import it was in."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LEAKLIB_START_METHOD": "forkserver", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "leaklib.cli", "train", "--profile", "smoke", "--device", "cpu",
+                             "--results-dir", str(tmp_path / "r"), "--quiet", "--jobs", "2", *SET],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            servers = [pid for pid, cmd in _group_processes(proc.pid).items() if "multiprocessing.forkserver" in cmd]
+            if servers and "libtorch" in _maps(servers[0]):  # importing torch (Python's SIGINT handler is in place)
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C, while the forkserver imports
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["leaklib: interrupted; finished epochs and results are saved, the same "
+                                        "command resumes"], err
+    deadline = time.monotonic() + 30
+    while _group_processes(proc.pid) and time.monotonic() < deadline:  # the forkserver exits with its parent
+        time.sleep(0.1)
+    assert not _group_processes(proc.pid)
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]

@@ -71,3 +71,27 @@ def test_the_trainer_records_the_settings_in_config_json(tmp_path, monkeypatch):
     assert recorded["device"] == "cpu"
     assert {k: recorded[k] for k in FLAGS} == {"cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": False,
                                                "cudnn_benchmark": False, "cudnn_deterministic": True}
+
+
+def test_analyses_load_the_network_with_the_same_explicit_settings(tmp_path, monkeypatch):
+    """Analyses in a process that trained nothing ran with PyTorch's defaults (cuDNN TF32 on): a chapter's
+    numbers on a GPU depended on whether its runs were trained in the same process or reused."""
+    from leaklib.profiles import get_profile
+    from leaklib.sweep import _run_settings
+    from leaklib.train import RunConfig, load_model, train_run
+
+    monkeypatch.delenv("LEAKLIB_TF32", raising=False)
+    profile = replace(get_profile("smoke"), epochs=1, train_subset=32, test_subset=20, train_eval_subset=20)
+    config = RunConfig(profile, "digits", 30.0, 1)
+    train_run(config, tmp_path, device="cpu", progress=False, log=lambda s: None)
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default in a fresh process
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.deterministic = False
+    load_model(config, tmp_path, "cpu")
+    assert _flags() == {"cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": False, "cudnn_benchmark": False,
+                        "cudnn_deterministic": True}
+    plain = _run_settings(config, tmp_path, "clean")
+    assert "tf32" not in plain  # the float32 caches keep their keys
+    monkeypatch.setenv("LEAKLIB_TF32", "1")  # TF32 on request: the analysis caches say so
+    load_model(config, tmp_path, "cpu")
+    assert torch.backends.cudnn.allow_tf32 and _run_settings(config, tmp_path, "clean") == {**plain, "tf32": True}

@@ -351,3 +351,82 @@ def test_ctrl_c_in_book_run_is_one_line_exit_130_and_no_running_notebook(tmp_pat
     assert err.strip().splitlines() == ["[book] interrupted; chapters executed so far are kept and reused by the "
                                         "same command"]
     assert not running.exists() and _no_temporary_files(build)
+
+
+def _status_row(results: Path, capsys) -> str:
+    capsys.readouterr()
+    assert cli.main(["status", "--profile", "smoke", "--dataset", "digits", "--tau", "30", "--seeds", "1",
+                     "--results-dir", str(results), *SET]) == 0
+    return capsys.readouterr().out.splitlines()[2]
+
+
+def _with(folder: Path, name: str, **changes) -> None:
+    atomic_write_json(folder / name, {**read_json(folder / name), **changes})
+
+
+@pytest.mark.parametrize("name, damage, message", [
+    ("config.json", lambda f: (f / "config.json").write_text("{\"config_hash\": "), "config.json is not valid JSON"),
+    ("config.json", lambda f: _with(f, "config.json", config_hash="f" * 16), "config.json belongs to other settings"),
+    ("config.json", lambda f: (f / "config.json").unlink(), "config.json is missing"),
+    ("metrics.json", lambda f: _with(f, "metrics.json", epochs="2"), "metrics.json is damaged"),
+    ("metrics.json", lambda f: (f / "metrics.json").write_text("[1, 2]\n"), "metrics.json is damaged"),
+])
+def test_a_finished_run_with_a_damaged_record_is_not_reused_and_status_says_so(finished, tmp_path, capsys, name,
+                                                                              damage, message):
+    """`leaklib train` reused a finished run whose config.json was corrupt or of other settings (the
+    chapters then failed in load_run); metrics.json with a non-integer epoch count was a ValueError
+    without a file name in `train` and a traceback in `status`."""
+    results, folder, config = _copy(finished, tmp_path)
+    damage(folder)
+    before = _snapshot(folder)
+    assert cli.main(_train(results)) == 2
+    err = _one_error_line(capsys)
+    assert message in err and str(folder / name) in err
+    assert _snapshot(folder) == before
+    with pytest.raises(RunFileError, match=message.replace(".", r"\.")):
+        load_run(config, results)
+    row = _status_row(results, capsys)
+    assert " damaged " in row and name in row, row
+
+
+def test_status_gives_the_remedies_train_gives(finished, tmp_path, capsys):
+    """`leaklib status` told to delete a damaged history.jsonl 'to recompute it': nothing recomputes it."""
+    results, folder, config = _copy(finished, tmp_path)
+    (folder / "history.jsonl").write_text("{]\n")
+    row = _status_row(results, capsys)
+    assert " damaged " in row and f"restore it, or delete {folder} to retrain this run" in row, row
+
+
+def test_kill_9_inside_an_atomic_write_leaves_no_temporary_file_after_the_resume(finished, tmp_path):
+    """kill -9 while checkpoint.pt was being written left its .tmp in the run folder for good (the
+    resume wrote new ones beside it); a cut analysis-cache write likewise."""
+    results = tmp_path / "r"
+    config = _config()
+    script = (
+        "import os, signal, sys\n"
+        "from leaklib import runs\n"
+        "real = os.replace\n"
+        "def replace(src, dst):\n"
+        "    if str(dst).endswith('checkpoint.pt'):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)  # the data is written, the rename not yet\n"
+        "    return real(src, dst)\n"
+        "os.replace = replace\n"
+        "from tests.test_run_folders import _config, QUIET\n"
+        "from leaklib.train import train_run\n"
+        f"train_run(_config(), {str(results)!r}, device='cpu', **QUIET)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    folder = config.folder(results)
+    assert [p.name for p in folder.glob(".checkpoint.pt.*.tmp")]  # what the kill left
+    assert train_run(config, results, device="cpu", **QUIET)["status"] == "finished"
+    assert _no_temporary_files(results)
+    assert read_json(folder / "metrics.json")["test_acc"] == read_json(finished[1].folder(finished[0]) /
+                                                                       "metrics.json")["test_acc"]
+    from leaklib.sweep import cached
+
+    cache = folder / "analysis" / "x.json"
+    cache.parent.mkdir()
+    (cache.parent / ".x.json.abc123.tmp").write_bytes(b"{\"key\": ")  # a cut write of this cache
+    assert cached(cache, {"k": 1}, lambda: 5, log=lambda s: None) == 5
+    assert _no_temporary_files(results)

@@ -103,3 +103,34 @@ def test_clean_table_keeps_the_runs_seed(tiny_sweep):
     profile, configs, results = tiny_sweep
     clean = clean_table(configs, results, device="cpu", progress=False)
     assert list(clean.seed) == [c.seed for c in configs] and set(clean.analysis_seed) == {ANALYSIS_SEED}
+
+
+def test_a_run_held_by_another_process_is_waited_for_not_a_failed_sweep(tmp_path):
+    """Two chapters on one results folder: the second used to fail (SweepIncomplete: 'held') on every
+    run the first was training; it waits for the holder and then reuses or trains the run."""
+    import subprocess
+    import sys
+    import time
+
+    profile = replace(TINY, taus=(30.0,), seeds=(1,))
+    folder = sweep_configs(profile)[0].folder(tmp_path)
+    marker = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, pathlib\n"
+        "from leaklib.locks import Lock\n"
+        f"with Lock({str(folder)!r}, 'trained', folder=True):\n"
+        f"    pathlib.Path({str(marker)!r}).touch()\n"
+        "    time.sleep(3)\n")])
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline and holder.poll() is None:
+            time.sleep(0.05)
+        assert marker.exists(), "the lock holder did not start"
+        lines: list[str] = []
+        configs = ensure_sweep(profile, results_dir=tmp_path, device="cpu", progress=False, log=lines.append)
+        assert holder.poll() == 0  # it was waited for: the holder had ended when the run was trained
+        assert any("[lock] waiting" in line for line in lines), lines
+        assert read_json(configs[0].folder(tmp_path) / "metrics.json")["status"] == "finished"
+    finally:
+        holder.kill()
+        holder.wait()

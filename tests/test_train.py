@@ -83,6 +83,18 @@ def test_run_folder_holds_config_versions_commit_and_history(uninterrupted):
     assert settings["leak_grad"] == "detached" and settings["pooling"] == "spiking"
 
 
+def test_run_files_have_the_mode_a_plain_open_gives(uninterrupted, tmp_path):
+    """The atomic writes went through mkstemp (mode 0600): a results folder shared with a group (a
+    cluster project directory) held runs nobody else could read."""
+    import stat
+
+    (tmp_path / "plain").write_text("x")
+    want = stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    assert want & 0o600 == 0o600
+    for name in ("config.json", "history.jsonl", "checkpoint.pt", "metrics.json"):
+        assert stat.S_IMODE((uninterrupted / name).stat().st_mode) == want, name
+
+
 def test_trained_model_reloads_and_reproduces_last_test_accuracy(uninterrupted):
     config = RunConfig(SMOKE, "digits", 30.0, 1)
     model = load_model(config, uninterrupted.parents[4])
