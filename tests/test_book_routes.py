@@ -211,6 +211,12 @@ def test_jupyter_book_build_executes_chapters_like_book_run_and_reuses_them(tmp_
 
     out, _ = jupyter_book(root)  # nothing changed: nothing executed
     assert executed(out) == []
+    # Sphinx reads a page again when its file is newer (a checkout, an edited markdown cell): the
+    # cached execution must still match the notebook's code cells
+    os.utime(root / "book" / "03_robustness.ipynb")
+    out, _ = jupyter_book(root)
+    assert executed(out) == []
+    assert "This page was executed with" in (html / "03_robustness.html").read_text()
 
     (root / "figures" / "smoke" / "fig3_robustness.png").unlink()  # its figure is gone: that chapter only
     out, _ = jupyter_book(root)
@@ -244,3 +250,20 @@ def test_plan_keys_chain_upstream_chapters_and_follow_the_profile(tmp_path: Path
     third = sphinx_book.plan_chapters(root / "book", code="c")
     assert third[0].parameters["profile"] == "smoke" and third[0].key != second[0].key
     assert sphinx_book.plan_chapters(root / "book", code="d")[0].key != third[0].key  # leaklib changed
+
+
+def test_the_note_leaves_jupyter_caches_key_of_every_chapter_unchanged() -> None:
+    """myst-nb caches the executed notebook under jupyter-cache's hash of its code cells (sources and
+    metadata): the note must not change it, or a page that Sphinx reads again never matches its cache
+    and is executed again."""
+    from jupyter_cache.cache.main import JupyterCacheBase
+
+    hashed = JupyterCacheBase.create_hashed_notebook
+    note = book.executed_note("smoke", "auto", "cpu", "2020-06-17 12:00 UTC", "abc1234", "0.1.0", 1.0)
+    for chapter in book.CHAPTERS:
+        nb = nbformat.read(REPO / "book" / f"{chapter}.ipynb", as_version=4)
+        before = hashed(None, nb)[1]
+        sphinx_book.attach_note_keeping_key(nb, note)
+        assert hashed(None, nb)[1] == before, chapter
+        params = next(c for c in nb.cells if c.cell_type == "code")
+        assert [o["data"]["text/markdown"] for o in params.outputs] == [note], chapter
