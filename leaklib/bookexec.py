@@ -178,6 +178,9 @@ class TrainingWatcher:
         self._finished: set[Path] = set()
         self.failed = False
 
+    #: At most this many runs trained at once are named in the status line.
+    SHOWN = 3
+
     def _load(self) -> list[tuple[str, Path, str]]:
         if self._runs is None:
             from .profiles import format_tau, get_profile, parse_overrides
@@ -201,7 +204,11 @@ class TrainingWatcher:
         return done
 
     def status(self) -> str | None:
-        """``training run 4/9 (digits, tau_m=100, seed 2), epoch 7/12``, or None when none trains."""
+        """``training run 4/9 (digits, tau_m=100, seed 2), epoch 7/12``, or None when none trains.
+
+        Runs trained at once (local worker processes) are all named, the first ``SHOWN`` of them:
+        ``training runs 4/9 (...) epoch 7/12, 5/9 (...) epoch 6/12``.
+        """
         if self.failed:
             return None
         try:
@@ -209,23 +216,31 @@ class TrainingWatcher:
         except Exception:  # noqa: BLE001 - an unknown profile: the chapter itself will say so
             self.failed = True
             return None
+        active = []
         for i, (label, folder, digest) in enumerate(runs):
             if self._finished_run(folder, digest):
                 continue
             try:
                 started = (folder / "config.json").stat().st_mtime
             except OSError:
-                return None
+                continue  # not started (yet)
             if started < self.since - 1:
-                return None
+                continue  # left unfinished earlier, not (yet) trained by this chapter
             try:
                 with open(folder / "history.jsonl", "rb") as handle:
                     done = sum(1 for line in handle if line.strip())
             except OSError:
                 done = 0
-            epoch = min(done + 1, self._epochs)
+            active.append((i, label, min(done + 1, self._epochs)))
+        if not active:
+            return None
+        if len(active) == 1:
+            i, label, epoch = active[0]
             return f"training run {i + 1}/{len(runs)} ({label}), epoch {epoch}/{self._epochs}"
-        return None
+        shown = ", ".join(f"{i + 1}/{len(runs)} ({label}) epoch {epoch}/{self._epochs}"
+                          for i, label, epoch in active[:self.SHOWN])
+        more = f" and {len(active) - self.SHOWN} more" if len(active) > self.SHOWN else ""
+        return f"training runs {shown}{more}"
 
 
 @contextlib.contextmanager

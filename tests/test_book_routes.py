@@ -106,6 +106,7 @@ def test_progress_on_a_terminal_redraws_one_line_and_erases_it() -> None:
 
 
 def test_training_watcher_names_the_run_being_trained_and_its_epoch(tmp_path: Path) -> None:
+    from leaklib.profiles import format_tau
     from leaklib.sweep import sweep_configs
 
     configs = sweep_configs("smoke")
@@ -121,8 +122,15 @@ def test_training_watcher_names_the_run_being_trained_and_its_epoch(tmp_path: Pa
     c = configs[1]
     assert watcher.status() == (f"training run 2/{len(configs)} ({c.dataset}, tau_m={c.tau_m:g}, seed {c.seed}), "
                                 f"epoch 2/{c.profile.epochs}")
+    folders[2].mkdir(parents=True)  # a second worker trains the next run at the same time: both named
+    (folders[2] / "config.json").write_text("{}")
+    d = configs[2]
+    assert watcher.status() == (f"training runs 2/{len(configs)} ({c.dataset}, tau_m={c.tau_m:g}, seed {c.seed}) "
+                                f"epoch 2/{c.profile.epochs}, 3/{len(configs)} ({d.dataset}, tau_m={format_tau(d.tau_m)}, "
+                                f"seed {d.seed}) epoch 1/{d.profile.epochs}")
     old = since - 3600  # a run left unfinished earlier, in a chapter that does not train: not reported
     os.utime(folders[1] / "config.json", (old, old))
+    os.utime(folders[2] / "config.json", (old, old))
     assert watcher.status() is None
     assert bookexec.TrainingWatcher(tmp_path, "no-such-profile").status() is None
 
