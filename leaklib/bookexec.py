@@ -57,7 +57,25 @@ def kernel_manager_class() -> Any:
         from traitlets import default
 
         class IPCKernelManager(AsyncKernelManager):
-            """A kernel reached over Unix domain sockets ``<private dir>/k<id>-<n>``."""
+            """A kernel reached over Unix domain sockets ``<private dir>/k<id>-<n>``.
+
+            Shut down while a cell runs (Ctrl-C), the kernel's process group is killed at once:
+            jupyter_client's graceful shutdown interrupts the cell and asks the kernel to shut down
+            in the same breath, and ipykernel, whose sockets are closed by then, prints a ZMQError
+            traceback when it sends the interrupted cell's reply (or the reply arrives and asyncio
+            reports a cell error nobody retrieves). Runs in training resume from their last epoch
+            (their files are written atomically). ``busy`` (set per chapter by ``client_kwargs``)
+            says whether a cell is running; without it the shutdown is jupyter_client's.
+            """
+
+            busy: Callable[[], bool] | None = None
+
+            async def _async_shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+                if not now and self.busy is not None and self.busy():
+                    now = True
+                await super()._async_shutdown_kernel(now=now, restart=restart)
+
+            shutdown_kernel = _async_shutdown_kernel  # type: ignore[assignment]
 
             @default("transport")
             def _default_transport(self) -> str:
@@ -78,6 +96,8 @@ def client_kwargs(progress: Progress | None = None) -> dict[str, Any]:
     ``execute_notebook``): the IPC kernel manager and, with ``progress``, its cell hooks."""
     kwargs: dict[str, Any] = {}
     km = kernel_manager_class()
+    if km is not None and progress is not None:
+        km = type(km.__name__, (km,), {"busy": staticmethod(progress.busy)})
     if km is not None:
         kwargs["kernel_manager_class"] = km
     if progress is not None:
@@ -102,6 +122,7 @@ class Progress:
         self.interval, self.clock = interval, clock
         self.t0 = clock()
         self.cell = 0
+        self.cells_done = 0
         self.training: str | None = None
         self._lock = threading.Lock()
         self._printed: str | None = None
@@ -115,7 +136,13 @@ class Progress:
         self.show()
 
     def cell_done(self, **_: Any) -> None:
-        pass
+        with self._lock:
+            self.cells_done = self.cell
+
+    def busy(self) -> bool:
+        """Whether a cell is running (started, and its reply not in yet)."""
+        with self._lock:
+            return self.cell > self.cells_done
 
     def set_training(self, text: str | None) -> None:
         with self._lock:

@@ -153,6 +153,38 @@ def test_chapters_run_over_ipc_with_a_progress_line_and_no_tcp_warning(tmp_path:
     assert "without encryption" not in "".join(capfd.readouterr())
 
 
+@pytest.mark.skipif(os.name != "posix", reason="the IPC kernel manager is POSIX only")
+def test_a_kernel_shut_down_in_the_middle_of_a_cell_prints_no_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C while a chapter runs: nbclient shuts the kernel down with a cell still running. A graceful
+    shutdown (interrupt, then at once the shutdown request) made ipykernel print a ZMQError traceback
+    when it sent the interrupted cell's reply on its closed sockets."""
+    import asyncio
+
+    progress = bookexec.Progress("[book] x", 2, stream=io.StringIO())
+    km_class = bookexec.client_kwargs(progress)["kernel_manager_class"]
+
+    async def run() -> None:
+        km = km_class(kernel_name="python3")
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            progress.cell_started()
+            kc.execute("import time\nfor i in range(200):\n    time.sleep(0.1)")
+            await asyncio.sleep(1.5)
+            assert progress.busy()
+            await km.shutdown_kernel()
+            assert not await km.is_alive()
+        finally:
+            kc.stop_channels()
+
+    asyncio.run(run())
+    time.sleep(0.5)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "ZMQError" not in err, err
+
+
 # ----------------------------------------------------------------------------- jupyter-book build book/
 
 def real_chapter_cells() -> tuple[str, str]:
