@@ -57,7 +57,25 @@ def kernel_manager_class() -> Any:
         from traitlets import default
 
         class IPCKernelManager(AsyncKernelManager):
-            """A kernel reached over Unix domain sockets ``<private dir>/k<id>-<n>``."""
+            """A kernel reached over Unix domain sockets ``<private dir>/k<id>-<n>``.
+
+            Shut down while a cell runs (Ctrl-C), the kernel's process group is killed at once:
+            jupyter_client's graceful shutdown interrupts the cell and asks the kernel to shut down
+            in the same breath, and ipykernel, whose sockets are closed by then, prints a ZMQError
+            traceback when it sends the interrupted cell's reply (or the reply arrives and asyncio
+            reports a cell error nobody retrieves). Runs in training resume from their last epoch
+            (their files are written atomically). ``busy`` (set per chapter by ``client_kwargs``)
+            says whether a cell is running; without it the shutdown is jupyter_client's.
+            """
+
+            busy: Callable[[], bool] | None = None
+
+            async def _async_shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+                if not now and self.busy is not None and self.busy():
+                    now = True
+                await super()._async_shutdown_kernel(now=now, restart=restart)
+
+            shutdown_kernel = _async_shutdown_kernel  # type: ignore[assignment]
 
             @default("transport")
             def _default_transport(self) -> str:
@@ -78,6 +96,8 @@ def client_kwargs(progress: Progress | None = None) -> dict[str, Any]:
     ``execute_notebook``): the IPC kernel manager and, with ``progress``, its cell hooks."""
     kwargs: dict[str, Any] = {}
     km = kernel_manager_class()
+    if km is not None and progress is not None:
+        km = type(km.__name__, (km,), {"busy": staticmethod(progress.busy)})
     if km is not None:
         kwargs["kernel_manager_class"] = km
     if progress is not None:
@@ -102,6 +122,7 @@ class Progress:
         self.interval, self.clock = interval, clock
         self.t0 = clock()
         self.cell = 0
+        self.cells_done = 0
         self.training: str | None = None
         self._lock = threading.Lock()
         self._printed: str | None = None
@@ -115,7 +136,13 @@ class Progress:
         self.show()
 
     def cell_done(self, **_: Any) -> None:
-        pass
+        with self._lock:
+            self.cells_done = self.cell
+
+    def busy(self) -> bool:
+        """Whether a cell is running (started, and its reply not in yet)."""
+        with self._lock:
+            return self.cell > self.cells_done
 
     def set_training(self, text: str | None) -> None:
         with self._lock:
@@ -178,6 +205,9 @@ class TrainingWatcher:
         self._finished: set[Path] = set()
         self.failed = False
 
+    #: At most this many runs trained at once are named in the status line.
+    SHOWN = 3
+
     def _load(self) -> list[tuple[str, Path, str]]:
         if self._runs is None:
             from .profiles import format_tau, get_profile, parse_overrides
@@ -201,7 +231,11 @@ class TrainingWatcher:
         return done
 
     def status(self) -> str | None:
-        """``training run 4/9 (digits, tau_m=100, seed 2), epoch 7/12``, or None when none trains."""
+        """``training run 4/9 (digits, tau_m=100, seed 2), epoch 7/12``, or None when none trains.
+
+        Runs trained at once (local worker processes) are all named, the first ``SHOWN`` of them:
+        ``training runs 4/9 (...) epoch 7/12, 5/9 (...) epoch 6/12``.
+        """
         if self.failed:
             return None
         try:
@@ -209,23 +243,31 @@ class TrainingWatcher:
         except Exception:  # noqa: BLE001 - an unknown profile: the chapter itself will say so
             self.failed = True
             return None
+        active = []
         for i, (label, folder, digest) in enumerate(runs):
             if self._finished_run(folder, digest):
                 continue
             try:
                 started = (folder / "config.json").stat().st_mtime
             except OSError:
-                return None
+                continue  # not started (yet)
             if started < self.since - 1:
-                return None
+                continue  # left unfinished earlier, not (yet) trained by this chapter
             try:
                 with open(folder / "history.jsonl", "rb") as handle:
                     done = sum(1 for line in handle if line.strip())
             except OSError:
                 done = 0
-            epoch = min(done + 1, self._epochs)
+            active.append((i, label, min(done + 1, self._epochs)))
+        if not active:
+            return None
+        if len(active) == 1:
+            i, label, epoch = active[0]
             return f"training run {i + 1}/{len(runs)} ({label}), epoch {epoch}/{self._epochs}"
-        return None
+        shown = ", ".join(f"{i + 1}/{len(runs)} ({label}) epoch {epoch}/{self._epochs}"
+                          for i, label, epoch in active[:self.SHOWN])
+        more = f" and {len(active) - self.SHOWN} more" if len(active) > self.SHOWN else ""
+        return f"training runs {shown}{more}"
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ myst-nb alone. Under ``leaklib book run`` (execution off) it does nothing.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import hashlib
 import json
@@ -36,7 +37,7 @@ from typing import Any
 from . import book
 from .paths import PROFILE_ENV, ROOT_ENV, chapter_dirs, is_repo_root
 
-__all__ = ["setup", "Plan", "plan_chapters", "parameters_of"]
+__all__ = ["setup", "Plan", "plan_chapters", "parameters_of", "attach_note_keeping_key"]
 
 RECORD_DIR = "leaklib"
 
@@ -146,8 +147,27 @@ def _forget(cache_path: Path, path: Path) -> bool:
         record = cache.match_cache_notebook(nbformat.read(path, as_version=4))
     except KeyError:
         return False
-    cache.remove_cache_record(record.pk)
+    cache.remove_cache(record.pk)
     return True
+
+
+def attach_note_keeping_key(nb: Any, note: str, metadata: list[Any] | None = None) -> None:
+    """``book.attach_note``, with every code cell's metadata left as in the source (``metadata``, one
+    per code cell; default: as it is now).
+
+    myst-nb caches the executed notebook under jupyter-cache's hash of its code cells, sources and
+    metadata included, and looks a page up by the hash of the source notebook. A tag added by the
+    note would make the two differ: every page Sphinx reads again (its file is newer, after a
+    checkout or a markdown edit; a changed configuration) would miss the cache and be executed again.
+    """
+    code = [c for c in nb.cells if c.get("cell_type") == "code"]
+    if metadata is None:
+        metadata = [copy.deepcopy(c.get("metadata", {})) for c in code]
+    book.attach_note(nb, note)
+    code = [c for c in nb.cells if c.get("cell_type") == "code"]
+    if len(code) == len(metadata):
+        for cell, meta in zip(code, metadata):
+            cell["metadata"] = meta
 
 
 # --------------------------------------------------------------------------- Sphinx events
@@ -260,6 +280,7 @@ def _execute(nb: Any, cwd: str | None, timeout: int | None, allow_errors: bool, 
     before = book._snapshot(figures_dir) if figures_dir else {}
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     params = plan.parameters if plan else {}
+    metadata = [copy.deepcopy(c.get("metadata", {})) for c in nb.cells if c.get("cell_type") == "code"]
     with bookexec.chapter_progress(prefix, bookexec.code_cell_count(nb), params.get("results_dir"),
                                    params.get("profile")) as progress:
         result = original(nb, cwd, timeout, allow_errors, meta_override, record_timing,
@@ -271,7 +292,7 @@ def _execute(nb: Any, cwd: str | None, timeout: int | None, allow_errors: bool, 
     root = Path(app.srcdir).resolve().parent
     note = book.executed_note(plan.parameters["profile"], plan.parameters["device"], plan.resolved_device,
                               when, book.git_commit(root), __version__, result.time)
-    book.attach_note(nb, note)
+    attach_note_keeping_key(nb, note, metadata)
     if app.env.mystnb_config.execution_mode == "cache":
         from .runs import atomic_write_json
 

@@ -106,6 +106,7 @@ def test_progress_on_a_terminal_redraws_one_line_and_erases_it() -> None:
 
 
 def test_training_watcher_names_the_run_being_trained_and_its_epoch(tmp_path: Path) -> None:
+    from leaklib.profiles import format_tau
     from leaklib.sweep import sweep_configs
 
     configs = sweep_configs("smoke")
@@ -121,8 +122,15 @@ def test_training_watcher_names_the_run_being_trained_and_its_epoch(tmp_path: Pa
     c = configs[1]
     assert watcher.status() == (f"training run 2/{len(configs)} ({c.dataset}, tau_m={c.tau_m:g}, seed {c.seed}), "
                                 f"epoch 2/{c.profile.epochs}")
+    folders[2].mkdir(parents=True)  # a second worker trains the next run at the same time: both named
+    (folders[2] / "config.json").write_text("{}")
+    d = configs[2]
+    assert watcher.status() == (f"training runs 2/{len(configs)} ({c.dataset}, tau_m={c.tau_m:g}, seed {c.seed}) "
+                                f"epoch 2/{c.profile.epochs}, 3/{len(configs)} ({d.dataset}, tau_m={format_tau(d.tau_m)}, "
+                                f"seed {d.seed}) epoch 1/{d.profile.epochs}")
     old = since - 3600  # a run left unfinished earlier, in a chapter that does not train: not reported
     os.utime(folders[1] / "config.json", (old, old))
+    os.utime(folders[2] / "config.json", (old, old))
     assert watcher.status() is None
     assert bookexec.TrainingWatcher(tmp_path, "no-such-profile").status() is None
 
@@ -143,6 +151,38 @@ def test_chapters_run_over_ipc_with_a_progress_line_and_no_tcp_warning(tmp_path:
     assert expected in printed
     assert "[book] 2/7 02_training: cell 1/4" in stream.getvalue()  # the injected cell is one of them
     assert "without encryption" not in "".join(capfd.readouterr())
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the IPC kernel manager is POSIX only")
+def test_a_kernel_shut_down_in_the_middle_of_a_cell_prints_no_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C while a chapter runs: nbclient shuts the kernel down with a cell still running. A graceful
+    shutdown (interrupt, then at once the shutdown request) made ipykernel print a ZMQError traceback
+    when it sent the interrupted cell's reply on its closed sockets."""
+    import asyncio
+
+    progress = bookexec.Progress("[book] x", 2, stream=io.StringIO())
+    km_class = bookexec.client_kwargs(progress)["kernel_manager_class"]
+
+    async def run() -> None:
+        km = km_class(kernel_name="python3")
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            progress.cell_started()
+            kc.execute("import time\nfor i in range(200):\n    time.sleep(0.1)")
+            await asyncio.sleep(1.5)
+            assert progress.busy()
+            await km.shutdown_kernel()
+            assert not await km.is_alive()
+        finally:
+            kc.stop_channels()
+
+    asyncio.run(run())
+    time.sleep(0.5)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "ZMQError" not in err, err
 
 
 # ----------------------------------------------------------------------------- jupyter-book build book/
@@ -211,6 +251,12 @@ def test_jupyter_book_build_executes_chapters_like_book_run_and_reuses_them(tmp_
 
     out, _ = jupyter_book(root)  # nothing changed: nothing executed
     assert executed(out) == []
+    # Sphinx reads a page again when its file is newer (a checkout, an edited markdown cell): the
+    # cached execution must still match the notebook's code cells
+    os.utime(root / "book" / "03_robustness.ipynb")
+    out, _ = jupyter_book(root)
+    assert executed(out) == []
+    assert "This page was executed with" in (html / "03_robustness.html").read_text()
 
     (root / "figures" / "smoke" / "fig3_robustness.png").unlink()  # its figure is gone: that chapter only
     out, _ = jupyter_book(root)
@@ -244,3 +290,20 @@ def test_plan_keys_chain_upstream_chapters_and_follow_the_profile(tmp_path: Path
     third = sphinx_book.plan_chapters(root / "book", code="c")
     assert third[0].parameters["profile"] == "smoke" and third[0].key != second[0].key
     assert sphinx_book.plan_chapters(root / "book", code="d")[0].key != third[0].key  # leaklib changed
+
+
+def test_the_note_leaves_jupyter_caches_key_of_every_chapter_unchanged() -> None:
+    """myst-nb caches the executed notebook under jupyter-cache's hash of its code cells (sources and
+    metadata): the note must not change it, or a page that Sphinx reads again never matches its cache
+    and is executed again."""
+    from jupyter_cache.cache.main import JupyterCacheBase
+
+    hashed = JupyterCacheBase.create_hashed_notebook
+    note = book.executed_note("smoke", "auto", "cpu", "2020-06-17 12:00 UTC", "abc1234", "0.1.0", 1.0)
+    for chapter in book.CHAPTERS:
+        nb = nbformat.read(REPO / "book" / f"{chapter}.ipynb", as_version=4)
+        before = hashed(None, nb)[1]
+        sphinx_book.attach_note_keeping_key(nb, note)
+        assert hashed(None, nb)[1] == before, chapter
+        params = next(c for c in nb.cells if c.cell_type == "code")
+        assert [o["data"]["text/markdown"] for o in params.outputs] == [note], chapter
