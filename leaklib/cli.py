@@ -230,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--results-dir", default="results")
     report.add_argument("--build-dir", default="_build", help="where `leaklib book run` staged the chapters")
     report.add_argument("--readme", default="README.md")
+    report.add_argument("--jupyter-cache", default=None, metavar="DIR",
+                        help="also show the chapter times of a first `jupyter-book build book/` of this profile, "
+                             "from its cache (book/_build/.jupyter_cache)")
     report.add_argument("--check", action="store_true",
                         help="only check the README's block; exit 1 if stale in form, or if its claims differ from "
                              "the ledger of its run in --results-dir (where that run's files exist)")
@@ -356,7 +359,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
             print(f"leaklib: {args.readme}: {problem}", file=sys.stderr)
         return 1 if problems else 0
     try:
-        data = report.collect(args.profile, args.results_dir, args.build_dir, parse_overrides(args.overrides))
+        data = report.collect(args.profile, args.results_dir, args.build_dir, parse_overrides(args.overrides),
+                              args.jupyter_cache)
         changed = report.update_readme(args.readme, data)
     except (FileNotFoundError, ValueError) as exc:
         print(f"leaklib: error: {exc}", file=sys.stderr)

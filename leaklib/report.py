@@ -59,9 +59,30 @@ def _chapter_times(build_dir: Path) -> dict[str, float]:
     return times
 
 
+def _jupyter_book_times(cache_dir: Path) -> dict[str, float]:
+    """Seconds per chapter as ``jupyter-book build book/`` executed it: myst-nb stores each execution's
+    time in its jupyter-cache record (``data["execution_seconds"]``); the latest record of a chapter counts."""
+    from jupyter_cache import get_cache
+
+    if not cache_dir.is_dir():
+        raise FileNotFoundError(f"{cache_dir}: no jupyter-cache here (run `jupyter-book build book/` first)")
+    latest: dict[str, tuple[Any, float]] = {}
+    for record in get_cache(str(cache_dir)).list_cache_records():
+        stem = Path(record.uri).stem
+        seconds = (record.data or {}).get("execution_seconds")
+        if re.fullmatch(r"\d\d_\w+", stem) and seconds is not None:
+            if stem not in latest or record.created > latest[stem][0]:
+                latest[stem] = (record.created, float(seconds))
+    return {stem: latest[stem][1] for stem in sorted(latest)}
+
+
 def collect(profile: str = "quick", results_dir: str | os.PathLike[str] = "results",
-            build_dir: str | os.PathLike[str] = "_build", overrides: Any = None) -> dict:
-    """Everything the results block shows, from the files a finished book run wrote (nothing is recomputed)."""
+            build_dir: str | os.PathLike[str] = "_build", overrides: Any = None,
+            jupyter_cache: str | os.PathLike[str] | None = None) -> dict:
+    """Everything the results block shows, from the files a finished book run wrote (nothing is recomputed).
+
+    ``jupyter_cache``: the ``book/_build/.jupyter_cache`` of a first ``jupyter-book build book/`` of the
+    same profile, whose chapter times are shown beside ``leaklib book run``'s."""
     from .profiles import ABLATIONS, format_tau
     from .sweep import open_sweep
 
@@ -93,6 +114,8 @@ def collect(profile: str = "quick", results_dir: str | os.PathLike[str] = "resul
         "summary": ledger["summary"], "claims": _ledger_rows(ledger),
         "ablation": {"summary": ablation["summary"], "claims": _ledger_rows(ablation)},
         "chapter_seconds": {k: round(v, 1) for k, v in times.items()},
+        "jupyter_book_seconds": ({k: round(v, 1) for k, v in _jupyter_book_times(Path(jupyter_cache)).items()}
+                                 if jupyter_cache is not None else {}),
         "commit": ledger.get("commit") or _commit(),
         "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}",
         "date": _dt.date.today().isoformat(),
@@ -128,6 +151,11 @@ def render(data: dict) -> str:
                      f"({', '.join(f'{k.split(chr(95), 1)[0]} {v:.0f} s' for k, v in times.items())}); "
                      f"{data['runs']} training runs took {data['train_seconds'] / 60:.1f} min of that "
                      f"(summed over runs).")
+        lines.append("")
+    jb = data.get("jupyter_book_seconds") or {}
+    if jb:
+        lines.append(f"`jupyter-book build book/`, first build from a fresh clone: **{sum(jb.values()) / 60:.1f} min** "
+                     f"of chapter execution ({', '.join(f'{k.split(chr(95), 1)[0]} {v:.0f} s' for k, v in jb.items())}).")
         lines.append("")
     for dataset, by_tau in data["accuracy"].items():
         cells = "; ".join(f"tau_m={t}: {v['mean']:.2f}" + ("" if v["std"] is None else f" ± {v['std']:.2f}")

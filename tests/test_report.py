@@ -124,3 +124,24 @@ def test_chapter_times_are_read_where_book_run_stages_the_chapters(tmp_path):
     assert report._chapter_times(tmp_path / "_build") == {"01_neurons_and_coherence": 20.5, "02_training": 338.25}
     text = report.render(_data(chapter_seconds=report._chapter_times(tmp_path / "_build")))
     assert "**6.0 min** of chapter execution (01 20 s, 02 338 s)" in text
+
+
+def test_jupyter_book_times_are_read_from_its_cache(tmp_path):
+    """myst-nb stores each execution's seconds in the jupyter-cache record; the latest record of a chapter counts."""
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    cache = get_cache(str(tmp_path / ".jupyter_cache"))
+    for stem, seconds, code in (("01_neurons_and_coherence", 20.5, "1"), ("02_training", 300.0, "2"),
+                                ("02_training", 338.25, "3"), ("intro", 1.0, "4")):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code, execution_count=1)])
+        cache.cache_notebook_bundle(CacheBundleIn(nb, str(tmp_path / f"{stem}.ipynb"),
+                                                  data={"execution_seconds": seconds}), overwrite=True)
+    times = report._jupyter_book_times(tmp_path / ".jupyter_cache")
+    assert times == {"01_neurons_and_coherence": 20.5, "02_training": 338.25}
+    text = report.render(_data(jupyter_book_seconds=times))
+    assert "first build from a fresh clone: **6.0 min** of chapter execution (01 20 s, 02 338 s)" in text
+    assert "jupyter-book" not in report.render(_data())  # nothing said where it was not measured
+    with pytest.raises(FileNotFoundError, match="jupyter-book build"):
+        report._jupyter_book_times(tmp_path / "nowhere")
