@@ -147,10 +147,11 @@ def render(data: dict) -> str:
     times = data["chapter_seconds"]
     if times:
         total = sum(times.values())
-        lines.append(f"Book run: **{total / 60:.1f} min** of chapter execution "
+        lines.append(f"`leaklib book run` from a fresh clone: **{total / 60:.1f} min** of chapter execution "
                      f"({', '.join(f'{k.split(chr(95), 1)[0]} {v:.0f} s' for k, v in times.items())}); "
-                     f"{data['runs']} training runs took {data['train_seconds'] / 60:.1f} min of that "
-                     f"(summed over runs).")
+                     f"the default sweep's {data['runs']} training runs: {data['train_seconds'] / 60:.1f} min of "
+                     f"training summed over runs (the local workers train several at once, so the sum can exceed "
+                     f"the chapters' time).")
         lines.append("")
     jb = data.get("jupyter_book_seconds") or {}
     if jb:
