@@ -45,24 +45,50 @@ def _ledger_rows(ledger: dict) -> list[dict]:
     return rows
 
 
-def _chapter_times(build_dir: Path) -> dict[str, float]:
-    """Seconds per executed chapter from the runner's record in each staged notebook (``leaklib book run``)."""
+def _check_profile(found: dict[str, Any], profile: str | None, where: str, how: str) -> None:
+    """Raise if a chapter's timing was recorded for another profile than ``profile`` (or for none)."""
+    if profile is None:
+        return
+    other = {stem: p for stem, p in found.items() if p != profile}
+    if other:
+        shown = ", ".join(f"{stem.split('_', 1)[0]}: {p or 'unknown'}" for stem, p in other.items())
+        raise ValueError(f"{where}: chapters executed with another profile than {profile} ({shown}); "
+                         f"{how.format(profile=profile)} first")
+
+
+def _chapter_times(build_dir: Path, profile: str | None = None) -> dict[str, float]:
+    """Seconds per executed chapter from the runner's record in each staged notebook (``leaklib book run``).
+
+    Only the book's chapters (``leaklib.book.CHAPTERS``) count. With ``profile``, every record must be of that
+    profile: the staging folder is shared by all profiles, so a later run of another profile overwrites it."""
     import nbformat
 
-    from .book import stage_dir
+    from .book import CHAPTERS, stage_dir
 
-    times = {}
+    times, profiles = {}, {}
     for path in sorted(stage_dir(build_dir).glob("[0-9][0-9]_*.ipynb")):
+        if path.stem not in CHAPTERS:
+            continue
         record = nbformat.read(path, as_version=4).metadata.get("leaklib_book") or {}
         if "seconds" in record:
             times[path.stem] = float(record["seconds"])
+            profiles[path.stem] = record.get("profile")
+    _check_profile(profiles, profile, str(stage_dir(build_dir)), "run `leaklib book run --profile {profile}`")
     return times
 
 
-def _jupyter_book_times(cache_dir: Path) -> dict[str, float]:
+def _jupyter_book_times(cache_dir: Path, profile: str | None = None) -> dict[str, float]:
     """Seconds per chapter as ``jupyter-book build book/`` executed it: myst-nb stores each execution's
-    time in its jupyter-cache record (``data["execution_seconds"]``); the latest record of a chapter counts."""
+    time in its jupyter-cache record (``data["execution_seconds"]``); the latest record of a chapter counts.
+
+    Only the book's chapters count (``leaklib.book.CHAPTERS``), not other notebooks in the cache. With
+    ``profile``, leaklib's record of each execution (``<cache>/leaklib/<chapter>.json``,
+    :mod:`leaklib.sphinx_book`) must name that profile: ``LEAKLIB_PROFILE=smoke jupyter-book build book/``
+    executes into the same cache."""
     from jupyter_cache import get_cache
+
+    from .book import CHAPTERS
+    from .sphinx_book import record_path
 
     if not cache_dir.is_dir():
         raise FileNotFoundError(f"{cache_dir}: no jupyter-cache here (run `jupyter-book build book/` first)")
@@ -70,9 +96,17 @@ def _jupyter_book_times(cache_dir: Path) -> dict[str, float]:
     for record in get_cache(str(cache_dir)).list_cache_records():
         stem = Path(record.uri).stem
         seconds = (record.data or {}).get("execution_seconds")
-        if re.fullmatch(r"\d\d_\w+", stem) and seconds is not None:
+        if stem in CHAPTERS and seconds is not None:
             if stem not in latest or record.created > latest[stem][0]:
                 latest[stem] = (record.created, float(seconds))
+    if profile is not None:
+        profiles = {}
+        for stem in latest:
+            try:
+                profiles[stem] = json.loads(record_path(cache_dir, stem).read_text(encoding="utf-8")).get("profile")
+            except (OSError, ValueError):
+                profiles[stem] = None
+        _check_profile(profiles, profile, str(cache_dir), "run `LEAKLIB_PROFILE={profile} jupyter-book build book/`")
     return {stem: latest[stem][1] for stem in sorted(latest)}
 
 
@@ -102,7 +136,10 @@ def collect(profile: str = "quick", results_dir: str | os.PathLike[str] = "resul
                                                              "n": len(values), "min": round(min(values), 2)}
     diverged = {f"{d}/{format_tau(t)}": int((part["status"] == "diverged").sum())
                 for (d, t), part in runs.groupby(["dataset", "tau_m"], sort=False)}
-    times = _chapter_times(Path(build_dir))
+    times = _chapter_times(Path(build_dir), prof.name)
+    if jupyter_cache is not None and overrides:
+        raise ValueError("--jupyter-cache: `jupyter-book build book/` runs the chapters without --set overrides, "
+                         "so its times are not those of this run")
     return {
         "profile": prof.name, "variant": sweep.ledger_dir().name, "description": prof.description,
         "settings": {"T": prof.num_steps, "epochs": prof.epochs, "batch": prof.batch_size, "lr": prof.lr,
@@ -114,7 +151,7 @@ def collect(profile: str = "quick", results_dir: str | os.PathLike[str] = "resul
         "summary": ledger["summary"], "claims": _ledger_rows(ledger),
         "ablation": {"summary": ablation["summary"], "claims": _ledger_rows(ablation)},
         "chapter_seconds": {k: round(v, 1) for k, v in times.items()},
-        "jupyter_book_seconds": ({k: round(v, 1) for k, v in _jupyter_book_times(Path(jupyter_cache)).items()}
+        "jupyter_book_seconds": ({k: round(v, 1) for k, v in _jupyter_book_times(Path(jupyter_cache), prof.name).items()}
                                  if jupyter_cache is not None else {}),
         "commit": ledger.get("commit") or _commit(),
         "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}",

@@ -145,3 +145,39 @@ def test_jupyter_book_times_are_read_from_its_cache(tmp_path):
     assert "jupyter-book" not in report.render(_data())  # nothing said where it was not measured
     with pytest.raises(FileNotFoundError, match="jupyter-book build"):
         report._jupyter_book_times(tmp_path / "nowhere")
+
+
+def test_times_of_another_profile_or_of_other_notebooks_are_not_reported(tmp_path):
+    """The staging folder and Jupyter Book's cache are shared by all profiles: a later run of another profile
+    must not be reported as this profile's; notebooks outside the book (a scratch 99_*.ipynb) never count."""
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    from leaklib.book import stage_dir
+    from leaklib.sphinx_book import record_path
+
+    cache_dir = tmp_path / ".jupyter_cache"
+    cache = get_cache(str(cache_dir))
+    stage = stage_dir(tmp_path / "_build")
+    stage.mkdir(parents=True)
+    for stem, seconds, code in (("01_neurons_and_coherence", 3.0, "1"), ("02_training", 4.0, "2"),
+                                ("99_scratch", 500.0, "3")):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code, execution_count=1)])
+        cache.cache_notebook_bundle(CacheBundleIn(nb, str(tmp_path / f"{stem}.ipynb"),
+                                                  data={"execution_seconds": seconds}), overwrite=True)
+        record_path(cache_dir, stem).parent.mkdir(exist_ok=True)
+        record_path(cache_dir, stem).write_text(json.dumps({"profile": "smoke", "seconds": seconds}))
+        staged = nbformat.v4.new_notebook()
+        staged.metadata["leaklib_book"] = {"seconds": seconds, "profile": "smoke"}
+        nbformat.write(staged, stage / f"{stem}.ipynb")
+    expected = {"01_neurons_and_coherence": 3.0, "02_training": 4.0}
+    assert report._jupyter_book_times(cache_dir, "smoke") == expected
+    assert report._chapter_times(tmp_path / "_build", "smoke") == expected
+    with pytest.raises(ValueError, match="LEAKLIB_PROFILE=quick jupyter-book build"):
+        report._jupyter_book_times(cache_dir, "quick")
+    with pytest.raises(ValueError, match="leaklib book run --profile quick"):
+        report._chapter_times(tmp_path / "_build", "quick")
+    record_path(cache_dir, "02_training").unlink()  # no record of the profile: not taken on trust
+    with pytest.raises(ValueError, match="02: unknown"):
+        report._jupyter_book_times(cache_dir, "smoke")
