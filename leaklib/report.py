@@ -149,7 +149,8 @@ def collect(profile: str = "quick", results_dir: str | os.PathLike[str] = "resul
         "runs": len(runs), "train_seconds": round(float(runs["train_seconds"].sum()), 1),
         "accuracy": accuracy, "diverged": diverged,
         "summary": ledger["summary"], "claims": _ledger_rows(ledger),
-        "ablation": {"summary": ablation["summary"], "claims": _ledger_rows(ablation)},
+        "ablation": {"summary": ablation["summary"], "claims": _ledger_rows(ablation),
+                     "variant": exact.ledger_dir().name},
         "chapter_seconds": {k: round(v, 1) for k, v in times.items()},
         "jupyter_book_seconds": ({k: round(v, 1) for k, v in _jupyter_book_times(Path(jupyter_cache), prof.name).items()}
                                  if jupyter_cache is not None else {}),
@@ -266,9 +267,14 @@ def check_readme(path: str | os.PathLike[str], results_dir: str | os.PathLike[st
         return ["the results block differs from what `leaklib report` renders from its own data: it was edited "
                 "by hand or written by another version; regenerate it with `leaklib report`"]
     if results_dir is not None:
-        ledger = Path(results_dir) / str(data.get("profile")) / str(data.get("variant")) / "claims.json"
-        if ledger.is_file():
-            stored = _read_json(ledger)
-            if _ledger_rows(stored) != data["claims"] or stored["summary"] != data["summary"]:
-                return [f"the results block's claims differ from {ledger}: regenerate it with `leaklib report`"]
+        ablation = data.get("ablation", {})
+        for variant, claims, summary in ((data.get("variant"), data["claims"], data["summary"]),
+                                         (ablation.get("variant"), ablation.get("claims"), ablation.get("summary"))):
+            if variant is None:  # a block written before the ablation's variant was stored
+                continue
+            ledger = Path(results_dir) / str(data.get("profile")) / str(variant) / "claims.json"
+            if ledger.is_file():
+                stored = _read_json(ledger)
+                if _ledger_rows(stored) != claims or stored["summary"] != summary:
+                    return [f"the results block's claims differ from {ledger}: regenerate it with `leaklib report`"]
     return []

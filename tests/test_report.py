@@ -101,6 +101,12 @@ def test_collect_reads_what_a_book_run_wrote(tmp_path, capsys):
     assert report.check_readme(readme) == []
     assert "differ from" in report.check_readme(readme, results)[0]
     assert cli.main(["report", "--readme", str(readme), "--check", "--results-dir", str(results)]) == 1
+    # the same for the exact-gradient column, checked against the ablation's ledger
+    stored = json.loads(report._DATA.search(text).group(1))
+    stored["ablation"]["claims"][0]["verdict"] = "a verdict the ablation's ledger does not hold"
+    report.update_readme(readme, stored)
+    assert report.check_readme(readme) == []
+    assert "differ from" in report.check_readme(readme, results)[0]
     readme.write_text(text)
     with pytest.raises(SystemExit):
         cli.main(["report", "--profile", "nope"])
