@@ -105,7 +105,8 @@ class Profile:
 
     def milestone_epochs(self) -> list[int]:
         """Epochs at which the learning rate drops (scaled from the paper's 70 and 100 of 150)."""
-        return sorted({max(1, round(f * self.epochs)) for f in self.milestones if round(f * self.epochs) < self.epochs})
+        # MultiStepLR lowers the rate after epoch m: a milestone at or past the last epoch never acts
+        return sorted({m for m in (max(1, round(f * self.epochs)) for f in self.milestones) if m < self.epochs})
 
     def to_dict(self) -> dict:
         d = asdict(self)

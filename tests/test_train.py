@@ -170,6 +170,9 @@ def test_resolve_device():
 def test_profiles_scale_the_papers_lr_schedule():
     assert get_profile("paper").milestone_epochs() == [70, 100]
     assert get_profile("paper", epochs=15).milestone_epochs() == [7, 10]
+    # a 1-epoch run has no drop to make (round(0.47) = 0 was lifted to 1, a milestone that never acts)
+    assert get_profile("paper", epochs=1).milestone_epochs() == []
+    assert get_profile("paper", epochs=2).milestone_epochs() == [1]
     assert get_profile("paper").num_steps == 100 and get_profile("paper").batch_size == 64
     assert set(PROFILES) == {"smoke", "quick", "paper-smoke", "paper"}
     with pytest.raises(ValueError, match="unknown profile"):
