@@ -44,12 +44,14 @@ torch profiler's memory timeline over one step (tensors the step allocates; weig
 
 The three goal ratios are printed last (digits net): trainer step / limit (goal <= 1.15),
 snnTorch / leaklib (>= 4), SpikingJelly / leaklib (>= 2). Results also go to
-``benchmarks/results/train_step-<device>.json`` (git-ignored).
+``benchmarks/results/train_step-<device>.json`` (git-ignored); ``--readme README.md`` also writes them
+into the README's speed block (``leaklib.report.update_speed``), which a test checks against its stored data.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import contextlib
 import copy
 import json
@@ -70,10 +72,12 @@ from torch import nn
 from torch.nn import functional as F
 
 import leaklib
+from leaklib import report
 from leaklib.encoding import normalize_images, poisson_spikes
 from leaklib.models import ARCHITECTURES, POOL_THRESHOLD, SNN
 from leaklib.neurons import decay_factor, leaky_integrate
 from leaklib.profiles import get_profile, parse_overrides
+from leaklib.runs import git_commit
 from leaklib.train import RunConfig, _train_step, build_model, sse_loss
 
 HERE = Path(__file__).resolve().parent
@@ -500,7 +504,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-libraries", action="store_true", help="skip snnTorch and SpikingJelly")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/train_step-<device>.json)")
+    parser.add_argument("--readme", default=None, metavar="README",
+                        help="also write the results into this README's speed block (between its speed markers)")
     args = parser.parse_args(argv)
+    if args.readme:  # fail before minutes of measuring, not after
+        problems = [p for p in report.check_speed(args.readme) if "markers" in p]
+        if problems:
+            parser.error(f"{args.readme}: {problems[0]}")
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -514,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     nets = args.nets.split(",") if args.nets else (["digits"] if args.quick else ["digits", "cifar10"])
     steps = args.steps or (5 if args.quick else (15 if not cuda else 20))
     memory = not (args.no_memory or args.quick)
-    results = {"versions": _versions(), "argv": sys.argv[1:], "networks": []}
+    results = {"versions": _versions(), "argv": list(sys.argv[1:] if argv is None else argv), "networks": [],
+               "date": _dt.date.today().isoformat(), "commit": git_commit(short=True)}
     common = dict(tau_m=args.tau, device=device, warmup=args.warmup, libraries=not args.no_libraries, memory=memory)
     for net in nets:
         if net == "digits":
@@ -553,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{goal['ratio']} = {goal['value']:.2f} (goal {goal['goal']}): {verdict}")
     out.write_text(json.dumps(results, indent=1))
     print(f"results: {out}", file=sys.stderr)
+    if args.readme:
+        changed = report.update_speed(args.readme, results)
+        print(f"{args.readme}: speed block {'updated' if changed else 'unchanged'}", file=sys.stderr)
     return 0
 
 

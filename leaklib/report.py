@@ -19,7 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["START", "END", "collect", "render", "update_readme", "check_readme", "readme_block"]
+__all__ = ["START", "END", "collect", "render", "update_readme", "check_readme", "readme_block",
+           "SPEED_START", "SPEED_END", "speed_data", "render_speed", "update_speed", "check_speed"]
 
 START = "<!-- results:start (written by `leaklib report` from a finished book run; do not edit by hand) -->"
 END = "<!-- results:end -->"
@@ -217,32 +218,112 @@ def render(data: dict) -> str:
     return "\n".join(lines)
 
 
-def readme_block(data: dict) -> str:
-    """The whole block: markers, the rendered markdown and the data it was rendered from."""
+def _block(start: str, end: str, tag: str, markdown: str, data: dict) -> str:
+    """Markers, the rendered markdown and the data it was rendered from (``--`` escaped: it never closes the comment)."""
     stored = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("--", "-\\u002d")
-    return f"{START}\n{render(data)}\n<!-- results-data {stored} -->\n{END}"
+    return f"{start}\n{markdown}\n<!-- {tag} {stored} -->\n{end}"
 
 
-def _split(text: str) -> tuple[str, str, str]:
-    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-        raise ValueError("README must contain the results markers exactly once, start before end")
-    head, rest = text.split(START, 1)
-    body, tail = rest.split(END, 1)
+def readme_block(data: dict) -> str:
+    """The whole results block: markers, the rendered markdown and the data it was rendered from."""
+    return _block(START, END, "results-data", render(data), data)
+
+
+def _split(text: str, start: str = START, end: str = END) -> tuple[str, str, str]:
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"README must contain the markers {start[:start.index(':') + 1]}start/end exactly once, "
+                         "start before end")
+    head, rest = text.split(start, 1)
+    body, tail = rest.split(end, 1)
     return head, body, tail
 
 
-def update_readme(path: str | os.PathLike[str], data: dict) -> bool:
-    """Replace the results block of the README at ``path`` (atomically); True if it changed."""
+def _replace_block(path: str | os.PathLike[str], start: str, end: str, block: str) -> bool:
     from .runs import atomic_write_text
 
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    head, _, tail = _split(text)
-    new = head + readme_block(data) + tail
+    head, _, tail = _split(text, start, end)
+    new = head + block + tail
     if new == text:
         return False
     atomic_write_text(path, new)
     return True
+
+
+def update_readme(path: str | os.PathLike[str], data: dict) -> bool:
+    """Replace the results block of the README at ``path`` (atomically); True if it changed."""
+    return _replace_block(path, START, END, readme_block(data))
+
+
+# The README's speed block, written by ``python benchmarks/train_step.py --readme README.md`` from its
+# own measurement (the JSON it writes), checked like the results block.
+SPEED_START = ("<!-- speed:start (written by `python benchmarks/train_step.py --readme README.md`; "
+               "do not edit by hand) -->")
+SPEED_END = "<!-- speed:end -->"
+_SPEED_DATA = re.compile(r"<!-- speed-data (\{.*?\}) -->", re.S)
+
+
+def speed_data(results: dict) -> dict:
+    """What the speed block shows, from the benchmark's results (rows without their raw samples)."""
+    keep = ("name", "median_s", "ratio_to_limit", "peak_mib", "error")
+    nets = [{**{k: n[k] for k in ("label", "dataset", "num_steps", "batch", "tau_m", "dropout", "threads",
+                                  "clock", "load_average")},
+             "rows": [{k: r.get(k) for k in keep} for r in n["rows"]]} for n in results["networks"]]
+    v = results["versions"]
+    return {"argv": results["argv"], "networks": nets, "goals": results.get("goals", []),
+            "machine": f"{v.get('cpu_count')} CPU cores, {v.get('processor') or v.get('machine')}",
+            "torch": v.get("torch"), "date": results.get("date"), "commit": results.get("commit")}
+
+
+def render_speed(data: dict) -> str:
+    """The markdown of the speed block: each network's rows and the three goal ratios."""
+    lines = [f"`python benchmarks/train_step.py {' '.join(data['argv'])}`, written {data['date']} from git commit "
+             f"`{data['commit']}` on {data['machine']} (torch {data['torch']}).", ""]
+    for net in data["networks"]:
+        memory = any(r.get("peak_mib") is not None for r in net["rows"])
+        lines += [f"**{net['label']}**: T={net['num_steps']}, batch {net['batch']}, tau_m={net['tau_m']:g}, dropout "
+                  f"{net['dropout']:g}, {net['threads']} thread(s), {net['clock']}, load average "
+                  f"{net['load_average']:.1f} at the start.", "",
+                  "| row | median step (ms) | x limit |" + (" peak memory (MiB) |" if memory else ""),
+                  "|---|---:|---:|" + ("---:|" if memory else "")]
+        for r in net["rows"]:
+            cells = (f"failed: {str(r['error'])[:60]}", "") if r["error"] else (f"{1e3 * r['median_s']:.1f}",
+                                                                                  f"{r['ratio_to_limit']:.2f}")
+            if memory:
+                cells += ("" if r["error"] or r.get("peak_mib") is None else f"{r['peak_mib']:.1f}",)
+            lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if data["goals"]:
+        verdicts = {True: "met", False: "**not met**", None: "not measured"}
+        lines.append("Goals (digits net): " + "; ".join(
+            f"{g['ratio']} = **{g['value']:.2f}** (goal {g['goal']}: {verdicts[g['met']]})" for g in data["goals"]) + ".")
+    return "\n".join(lines).rstrip()
+
+
+def speed_block(data: dict) -> str:
+    return _block(SPEED_START, SPEED_END, "speed-data", render_speed(data), data)
+
+
+def update_speed(path: str | os.PathLike[str], results: dict) -> bool:
+    """Replace the speed block of the README at ``path`` with the benchmark's ``results``; True if it changed."""
+    return _replace_block(path, SPEED_START, SPEED_END, speed_block(speed_data(results)))
+
+
+def check_speed(path: str | os.PathLike[str]) -> list[str]:
+    """Problems with the README's speed block: missing markers or data, or text other than the stored data's."""
+    try:
+        _, body, _ = _split(Path(path).read_text(encoding="utf-8"), SPEED_START, SPEED_END)
+    except ValueError as exc:
+        return [str(exc)]
+    match = _SPEED_DATA.search(body)
+    if not match:
+        return ["the speed block has no stored data: regenerate it with `python benchmarks/train_step.py --readme "
+                "README.md`"]
+    if SPEED_START + body + SPEED_END != speed_block(json.loads(match.group(1))):
+        return ["the speed block differs from what its stored data renders: it was edited by hand or written by "
+                "another version; regenerate it with `python benchmarks/train_step.py --readme README.md`"]
+    return []
 
 
 def check_readme(path: str | os.PathLike[str], results_dir: str | os.PathLike[str] | None = None) -> list[str]:

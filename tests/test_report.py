@@ -187,3 +187,44 @@ def test_times_of_another_profile_or_of_other_notebooks_are_not_reported(tmp_pat
     record_path(cache_dir, "02_training").unlink()  # no record of the profile: not taken on trust
     with pytest.raises(ValueError, match="02: unknown"):
         report._jupyter_book_times(cache_dir, "smoke")
+
+
+def _speed_results(trainer_ms: float = 36.7) -> dict:
+    rows = [{"name": n, "median_s": ms / 1e3, "ratio_to_limit": ms / 33.7, "error": e, "samples_s": [ms / 1e3]}
+            for n, ms, e in (("trainer step (train_run's own)", trainer_ms, None), ("leaklib", 35.3, None),
+                             ("snnTorch (per-step loop)", 255.3, None), ("SpikingJelly (multi-step)", 0.0, "no module"),
+                             ("limit (network without neurons)", 33.7, None))]
+    net = {"label": "digits net (quick profile)", "dataset": "digits", "spec": "x", "num_steps": 100, "batch": 32,
+           "tau_m": 30.0, "dropout": 0.2, "device": "cpu", "threads": 1, "clock": "thread CPU time",
+           "load_average": 1.04, "rows": rows}
+    goals = [{"ratio": "trainer / limit", "value": trainer_ms / 33.7, "goal": "<= 1.15", "met": trainer_ms / 33.7 <= 1.15},
+             {"ratio": "SpikingJelly / leaklib", "value": float("nan"), "goal": ">= 2", "met": None}]
+    return {"versions": {"cpu_count": 2, "processor": "x86_64", "torch": "2.14.1"}, "argv": ["--steps", "11"],
+            "networks": [net], "goals": goals, "date": "2026-01-01", "commit": "abc1234"}
+
+
+def test_speed_block_renders_the_benchmark_and_catches_hand_edits(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# speed\n\n{report.SPEED_START}\n{report.SPEED_END}\n\nafter\n")
+    assert "no stored data" in report.check_speed(readme)[0]
+    assert report.update_speed(readme, _speed_results()) is True
+    assert report.update_speed(readme, _speed_results()) is False
+    text = readme.read_text()
+    assert text.startswith("# speed\n\n") and text.endswith("\n\nafter\n") and report.check_speed(readme) == []
+    assert "| trainer step (train_run's own) | 36.7 | 1.09 |" in text  # ms and the ratio to the limit
+    assert "| SpikingJelly (multi-step) | failed: no module |  |" in text
+    assert "trainer / limit = **1.09** (goal <= 1.15: met)" in text and "(goal >= 2: not measured)" in text
+    assert "samples_s" not in text  # raw samples are not stored in the README
+    with_memory = _speed_results()
+    with_memory["networks"][0]["rows"][0]["peak_mib"] = 12.34
+    assert "| trainer step (train_run's own) | 36.7 | 1.09 | 12.3 |" in report.render_speed(report.speed_data(with_memory))
+    readme.write_text(text.replace("| 36.7 |", "| 30.1 |"))
+    assert "edited by hand" in report.check_speed(readme)[0]
+    report.update_speed(readme, _speed_results(40.0))
+    assert "**1.19** (goal <= 1.15: **not met**)" in readme.read_text()
+    readme.write_text("nothing")
+    assert "speed:start/end" in report.check_speed(readme)[0]
+
+
+def test_the_readme_speed_block_is_what_its_data_renders():
+    assert report.check_speed(REPO / "README.md") == []
