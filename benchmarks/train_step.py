@@ -507,10 +507,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", default=None, metavar="README",
                         help="also write the results into this README's speed block (between its speed markers)")
     args = parser.parse_args(argv)
-    if args.readme:  # fail before minutes of measuring, not after
-        problems = [p for p in report.check_speed(args.readme) if "markers" in p]
-        if problems:
-            parser.error(f"{args.readme}: {problems[0]}")
+    if args.readme:  # fail before minutes of measuring, not after, with one line (no usage text)
+        problem = report.speed_markers_problem(args.readme)
+        if problem is not None:
+            print(f"{parser.prog}: error: --readme {args.readme}: {problem}", file=sys.stderr)
+            return 2
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["START", "END", "collect", "render", "update_readme", "check_readme", "readme_block",
-           "SPEED_START", "SPEED_END", "speed_data", "render_speed", "update_speed", "check_speed"]
+           "SPEED_START", "SPEED_END", "speed_data", "render_speed", "update_speed", "check_speed",
+           "speed_markers_problem"]
 
 START = "<!-- results:start (written by `leaklib report` from a finished book run; do not edit by hand) -->"
 END = "<!-- results:end -->"
@@ -271,9 +272,30 @@ def speed_data(results: dict) -> dict:
                                   "clock", "load_average")},
              "rows": [{k: r.get(k) for k in keep} for r in n["rows"]]} for n in results["networks"]]
     v = results["versions"]
-    return {"argv": results["argv"], "networks": nets, "goals": results.get("goals", []),
-            "machine": f"{v.get('cpu_count')} CPU cores, {v.get('processor') or v.get('machine')}",
-            "torch": v.get("torch"), "date": results.get("date"), "commit": results.get("commit")}
+    return _finite({"argv": results["argv"], "networks": nets, "goals": results.get("goals", []),
+                    "machine": f"{v.get('cpu_count')} CPU cores, {v.get('processor') or v.get('machine')}",
+                    "torch": v.get("torch"), "date": results.get("date"), "commit": results.get("commit")})
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as None: json.dumps would write them as ``NaN``/``Infinity``, which
+    is not JSON (strict parsers reject the stored data). A failed row's median and a missing goal ratio are NaN."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _number(value: Any, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def _error_cell(error: Any) -> str:
+    """A failed row's error on one table line: newlines folded (they would end the table), pipes escaped."""
+    return " ".join(str(error).split())[:60].replace("|", "\\|")
 
 
 def render_speed(data: dict) -> str:
@@ -288,8 +310,9 @@ def render_speed(data: dict) -> str:
                   "| row | median step (ms) | x limit |" + (" peak memory (MiB) |" if memory else ""),
                   "|---|---:|---:|" + ("---:|" if memory else "")]
         for r in net["rows"]:
-            cells = (f"failed: {str(r['error'])[:60]}", "") if r["error"] else (f"{1e3 * r['median_s']:.1f}",
-                                                                                  f"{r['ratio_to_limit']:.2f}")
+            cells = (f"failed: {_error_cell(r['error'])}", "") if r["error"] else (
+                _number(None if r["median_s"] is None else 1e3 * r["median_s"], ".1f"),
+                _number(r["ratio_to_limit"], ".2f"))
             if memory:
                 cells += ("" if r["error"] or r.get("peak_mib") is None else f"{r['peak_mib']:.1f}",)
             lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
@@ -297,7 +320,8 @@ def render_speed(data: dict) -> str:
     if data["goals"]:
         verdicts = {True: "met", False: "**not met**", None: "not measured"}
         lines.append("Goals (digits net): " + "; ".join(
-            f"{g['ratio']} = **{g['value']:.2f}** (goal {g['goal']}: {verdicts[g['met']]})" for g in data["goals"]) + ".")
+            f"{g['ratio']} = **{_number(g['value'], '.2f')}** (goal {g['goal']}: {verdicts[g['met']]})"
+            for g in data["goals"]) + ".")
     return "\n".join(lines).rstrip()
 
 
@@ -310,17 +334,34 @@ def update_speed(path: str | os.PathLike[str], results: dict) -> bool:
     return _replace_block(path, SPEED_START, SPEED_END, speed_block(speed_data(results)))
 
 
+def speed_markers_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why :func:`update_speed` could not write the README at ``path`` (unreadable, or its speed markers
+    missing, repeated or out of order), or None: what the benchmark checks before it measures."""
+    try:
+        _split(Path(path).read_text(encoding="utf-8"), SPEED_START, SPEED_END)
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot read it ({exc.strerror if isinstance(exc, OSError) and exc.strerror else exc})"
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def check_speed(path: str | os.PathLike[str]) -> list[str]:
     """Problems with the README's speed block: missing markers or data, or text other than the stored data's."""
-    try:
-        _, body, _ = _split(Path(path).read_text(encoding="utf-8"), SPEED_START, SPEED_END)
-    except ValueError as exc:
-        return [str(exc)]
+    problem = speed_markers_problem(path)
+    if problem is not None:
+        return [problem]
+    _, body, _ = _split(Path(path).read_text(encoding="utf-8"), SPEED_START, SPEED_END)
     match = _SPEED_DATA.search(body)
     if not match:
         return ["the speed block has no stored data: regenerate it with `python benchmarks/train_step.py --readme "
                 "README.md`"]
-    if SPEED_START + body + SPEED_END != speed_block(json.loads(match.group(1))):
+    try:
+        expected = speed_block(json.loads(match.group(1)))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return [f"the speed block's stored data cannot be rendered ({type(exc).__name__}: {exc}); regenerate it "
+                "with `python benchmarks/train_step.py --readme README.md`"]
+    if SPEED_START + body + SPEED_END != expected:
         return ["the speed block differs from what its stored data renders: it was edited by hand or written by "
                 "another version; regenerate it with `python benchmarks/train_step.py --readme README.md`"]
     return []

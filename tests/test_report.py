@@ -228,3 +228,61 @@ def test_speed_block_renders_the_benchmark_and_catches_hand_edits(tmp_path):
 
 def test_the_readme_speed_block_is_what_its_data_renders():
     assert report.check_speed(REPO / "README.md") == []
+
+
+def _strict_json(text: str):
+    def reject(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=reject)
+
+
+def test_speed_block_stores_strict_json_and_keeps_failed_rows_on_one_line(tmp_path):
+    results = _speed_results()
+    rows = results["networks"][0]["rows"]
+    # what bench_network stores for a row that failed in warmup: no times, so NaN median and ratio
+    rows[3].update(median_s=float("nan"), ratio_to_limit=float("nan"),
+                   error="RuntimeError: shape mismatch\n  a | b\nsecond line")
+    rows.insert(0, {"name": "no limit", "median_s": 0.01, "ratio_to_limit": float("inf"), "error": None})
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.SPEED_START}\n{report.SPEED_END}\n")
+    report.update_speed(readme, results)
+    text = readme.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    stored = _strict_json(report._SPEED_DATA.search(text).group(1))  # a strict parser reads the stored data
+    assert stored["goals"][1]["value"] is None and stored["networks"][0]["rows"][4]["median_s"] is None
+    assert report.check_speed(readme) == []
+    assert "| SpikingJelly (multi-step) | failed: RuntimeError: shape mismatch a \\| b second line |  |" in text
+    assert "| no limit | 10.0 | n/a |" in text
+    assert "SpikingJelly / leaklib = **n/a** (goal >= 2: not measured)" in text
+
+
+def test_speed_markers_problem_says_why_the_readme_cannot_be_written(tmp_path):
+    readme = tmp_path / "README.md"
+    assert "cannot read it" in report.speed_markers_problem(tmp_path / "missing.md")
+    assert "cannot read it" in report.check_speed(tmp_path / "missing.md")[0]
+    assert "cannot read it" in report.speed_markers_problem(tmp_path)  # a folder
+    readme.write_text("no markers\n")
+    assert "speed:start/end exactly once" in report.speed_markers_problem(readme)
+    readme.write_text(f"{report.SPEED_START}\n{report.SPEED_END}\n" * 2)
+    assert "speed:start/end exactly once" in report.speed_markers_problem(readme)
+    readme.write_text(f"{report.SPEED_END}\n{report.SPEED_START}\n")
+    assert "start before end" in report.speed_markers_problem(readme)
+    readme.write_text(f"{report.SPEED_START}\n{report.SPEED_END}\n")
+    assert report.speed_markers_problem(readme) is None  # markers without data: the benchmark may write it
+    readme.write_text(f"{report.SPEED_START}\n<!-- speed-data {{\"argv\": 1}} -->\n{report.SPEED_END}\n")
+    assert "cannot be rendered" in report.check_speed(readme)[0]  # not a traceback
+
+
+def test_the_benchmark_fails_before_measuring_with_one_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("train_step_bench", REPO / "benchmarks" / "train_step.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    (tmp_path / "README.md").write_text("no markers\n")
+    for path in (tmp_path / "missing.md", tmp_path / "README.md"):
+        assert bench.main(["--readme", str(path), "--device", "no-such-device"]) == 2  # before the device is parsed
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(f"python benchmarks/train_step.py: error: --readme {path}")
