@@ -562,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(for scale: trainer step / {CONV_ONLY} = {by[TRAINER] / by[CONV_ONLY]:.2f})")
         for goal in results["goals"]:
             verdict = {True: "met", False: "NOT met", None: "not measured"}[goal["met"]]
-            print(f"{goal['ratio']} = {goal['value']:.2f} (goal {goal['goal']}): {verdict}")
+            shown = report.goal_value(goal["value"], goal["goal"])
+            print(f"{goal['ratio']} = {shown} (goal {goal['goal']}): {verdict}")
     out.write_text(json.dumps(results, indent=1))
     print(f"results: {out}", file=sys.stderr)
     if args.readme:

@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["START", "END", "collect", "render", "update_readme", "check_readme", "readme_block",
            "SPEED_START", "SPEED_END", "speed_data", "render_speed", "update_speed", "check_speed",
-           "speed_markers_problem"]
+           "speed_markers_problem", "goal_value"]
 
 START = "<!-- results:start (written by `leaklib report` from a finished book run; do not edit by hand) -->"
 END = "<!-- results:end -->"
@@ -298,6 +298,27 @@ def _error_cell(error: Any) -> str:
     return " ".join(str(error).split())[:60].replace("|", "\\|")
 
 
+def goal_value(value: float | None, goal: str) -> str:
+    """A goal ratio with 3 decimals, or with as many more as it takes for the shown number to get the
+    value's own verdict against ``goal`` (``"<= 1.15"`` or ``">= 4"``): 1.1504 is shown as 1.1504, not as
+    1.150 (or 1.15) next to "not met"."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    op, _, bound_text = goal.partition(" ")
+    try:
+        bound = float(bound_text)
+    except ValueError:
+        return f"{value:.3f}"
+    if op not in ("<=", ">="):
+        return f"{value:.3f}"
+    holds = (lambda x: x <= bound) if op == "<=" else (lambda x: x >= bound)
+    for decimals in range(3, 16):
+        shown = f"{value:.{decimals}f}"
+        if holds(float(shown)) == holds(value):
+            return shown
+    return repr(value)
+
+
 def render_speed(data: dict) -> str:
     """The markdown of the speed block: each network's rows and the three goal ratios."""
     lines = [f"`python benchmarks/train_step.py {' '.join(data['argv'])}`, written {data['date']} from git commit "
@@ -320,7 +341,7 @@ def render_speed(data: dict) -> str:
     if data["goals"]:
         verdicts = {True: "met", False: "**not met**", None: "not measured"}
         lines.append("Goals (digits net): " + "; ".join(
-            f"{g['ratio']} = **{_number(g['value'], '.2f')}** (goal {g['goal']}: {verdicts[g['met']]})"
+            f"{g['ratio']} = **{goal_value(g['value'], g['goal'])}** (goal {g['goal']}: {verdicts[g['met']]})"
             for g in data["goals"]) + ".")
     return "\n".join(lines).rstrip()
 

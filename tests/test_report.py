@@ -213,7 +213,7 @@ def test_speed_block_renders_the_benchmark_and_catches_hand_edits(tmp_path):
     assert text.startswith("# speed\n\n") and text.endswith("\n\nafter\n") and report.check_speed(readme) == []
     assert "| trainer step (train_run's own) | 36.7 | 1.09 |" in text  # ms and the ratio to the limit
     assert "| SpikingJelly (multi-step) | failed: no module |  |" in text
-    assert "trainer / limit = **1.09** (goal <= 1.15: met)" in text and "(goal >= 2: not measured)" in text
+    assert "trainer / limit = **1.089** (goal <= 1.15: met)" in text and "(goal >= 2: not measured)" in text
     assert "samples_s" not in text  # raw samples are not stored in the README
     with_memory = _speed_results()
     with_memory["networks"][0]["rows"][0]["peak_mib"] = 12.34
@@ -221,7 +221,7 @@ def test_speed_block_renders_the_benchmark_and_catches_hand_edits(tmp_path):
     readme.write_text(text.replace("| 36.7 |", "| 30.1 |"))
     assert "edited by hand" in report.check_speed(readme)[0]
     report.update_speed(readme, _speed_results(40.0))
-    assert "**1.19** (goal <= 1.15: **not met**)" in readme.read_text()
+    assert "**1.187** (goal <= 1.15: **not met**)" in readme.read_text()
     readme.write_text("nothing")
     assert "speed:start/end" in report.check_speed(readme)[0]
 
@@ -286,3 +286,22 @@ def test_the_benchmark_fails_before_measuring_with_one_line(tmp_path, capsys, mo
         assert bench.main(["--readme", str(path), "--device", "no-such-device"]) == 2  # before the device is parsed
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith(f"python benchmarks/train_step.py: error: --readme {path}")
+
+
+@pytest.mark.parametrize("value, goal, shown", [
+    (1.1504, "<= 1.15", "1.1504"),  # 1.15 (or 1.150) next to "not met" would read as a wrong verdict
+    (1.1511025012836509, "<= 1.15", "1.151"),
+    (1.15, "<= 1.15", "1.150"), (1.1496, "<= 1.15", "1.150"),  # met, and 1.150 is
+    (1.15000001, "<= 1.15", "1.15000001"),
+    (3.9996, ">= 4", "3.9996"), (4.0004, ">= 4", "4.000"), (7.108670936010686, ">= 4", "7.109"),
+    (float("nan"), ">= 2", "n/a"), (None, ">= 2", "n/a"), (1.23456, "~ 1", "1.235"),
+])
+def test_goal_ratios_show_enough_decimals_for_their_verdict(value, goal, shown):
+    assert report.goal_value(value, goal) == shown
+
+
+def test_the_boundary_verdict_is_readable_in_the_block():
+    results = _speed_results(1.1504 * 33.7)
+    results["goals"][0]["value"] = 1.1504
+    text = report.render_speed(report.speed_data(results))
+    assert "trainer / limit = **1.1504** (goal <= 1.15: **not met**)" in text
