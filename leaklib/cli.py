@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
+import signal
 import sys
 from typing import Sequence
 
@@ -386,5 +389,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def run() -> None:
+    """The ``leaklib`` command: :func:`main`, and after Ctrl-C an exit with status 130 that stays 130.
+
+    Interrupted, the process runs its exit handlers (the kernels' socket folder is removed there) and
+    leaves without the interpreter's finalization: that restores SIGINT's default action, so a late
+    second Ctrl-C turned the clean exit into a death by signal (status -2 to a parent process) about
+    once in twenty interrupted book runs.
+    """
+    code = main()
+    if code == 130:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

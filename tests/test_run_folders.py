@@ -430,3 +430,22 @@ def test_kill_9_inside_an_atomic_write_leaves_no_temporary_file_after_the_resume
     (cache.parent / ".x.json.abc123.tmp").write_bytes(b"{\"key\": ")  # a cut write of this cache
     assert cached(cache, {"k": 1}, lambda: 5, log=lambda s: None) == 5
     assert _no_temporary_files(results)
+
+
+def test_the_leaklib_command_exits_130_after_ctrl_c_whatever_arrives_during_exit(tmp_path):
+    # cli.run after main() returned 130: the exit handlers run (the kernels' socket folder is removed there)
+    # with a second SIGINT ignored, and no interpreter finalization can turn the status into a signal death
+    marker = tmp_path / "exit-handler-ran"
+    script = (
+        "import atexit, os, signal, sys\n"
+        "import leaklib.cli as cli\n"
+        "def late():\n"
+        "    os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C while the process winds down\n"
+        f"    open({str(marker)!r}, 'w').write(str(signal.getsignal(signal.SIGINT) == signal.SIG_IGN))\n"
+        "atexit.register(late)\n"
+        "cli.main = lambda argv=None: 130\n"
+        "cli.run()\n"
+        "print('not reached')\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert marker.read_text() == "True" and "not reached" not in proc.stdout and proc.stderr == ""
