@@ -176,6 +176,12 @@ def _counts(summary: dict[str, int]) -> str:
                      for v in order if summary.get(v))
 
 
+def _chapter_minutes(times: dict[str, float]) -> str:
+    """'**9.6 min** of chapter execution (01 20 s, 02 271 s, ...)': the total and each chapter by its number."""
+    chapters = ", ".join(f"{name.split('_', 1)[0]} {seconds:.0f} s" for name, seconds in times.items())
+    return f"**{sum(times.values()) / 60:.1f} min** of chapter execution ({chapters})"
+
+
 def render(data: dict) -> str:
     """The markdown of the results block (without the markers and the stored data)."""
     s = data["settings"]
@@ -186,17 +192,14 @@ def render(data: dict) -> str:
              f"Written {data['date']} from git commit `{data['commit']}` on {data['machine']}.", ""]
     times = data["chapter_seconds"]
     if times:
-        total = sum(times.values())
-        lines.append(f"`leaklib book run` from a fresh clone: **{total / 60:.1f} min** of chapter execution "
-                     f"({', '.join(f'{k.split(chr(95), 1)[0]} {v:.0f} s' for k, v in times.items())}); "
+        lines.append(f"`leaklib book run` from a fresh clone: {_chapter_minutes(times)}; "
                      f"the default sweep's {data['runs']} training runs: {data['train_seconds'] / 60:.1f} min of "
                      f"training summed over runs (the local workers train several at once, so the sum can exceed "
                      f"the chapters' time).")
         lines.append("")
     jb = data.get("jupyter_book_seconds") or {}
     if jb:
-        lines.append(f"`jupyter-book build book/`, first build from a fresh clone: **{sum(jb.values()) / 60:.1f} min** "
-                     f"of chapter execution ({', '.join(f'{k.split(chr(95), 1)[0]} {v:.0f} s' for k, v in jb.items())}).")
+        lines.append(f"`jupyter-book build book/`, first build from a fresh clone: {_chapter_minutes(jb)}.")
         lines.append("")
     for dataset, by_tau in data["accuracy"].items():
         cells = "; ".join(f"tau_m={t}: {v['mean']:.2f}" + ("" if v["std"] is None else f" ± {v['std']:.2f}")
