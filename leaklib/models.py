@@ -30,7 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .neurons import LIFNeuron, decay, decay_factor, leaky_integrate, lif_pool_available, lif_pool_multistep
+from .neurons import (LIFNeuron, NotADropoutMask, decay, decay_factor, leaky_integrate, lif_pool_available,
+                      lif_pool_multistep)
 
 __all__ = [
     "ARCHITECTURES",
@@ -423,10 +424,13 @@ class SNN(nn.Module):
         if (pool_neuron is None or nxt.pool != 2 or neuron.method != "fused" or pool_neuron.method != "fused"
                 or not lif_pool_available(currents)):
             return None
-        spikes, counts, pool_counts = lif_pool_multistep(
-            currents, neuron.tau_m, neuron.v_th, neuron.eps, leak_grad=neuron.leak_grad, correction=neuron.correction,
-            grad_scale=neuron.grad_scale, pool_v_th=pool_neuron.v_th, pool_grad_scale=pool_neuron.scale,
-            pool_channels_last=not nxt.flatten, mask=mask)
+        try:
+            spikes, counts, pool_counts = lif_pool_multistep(
+                currents, neuron.tau_m, neuron.v_th, neuron.eps, leak_grad=neuron.leak_grad,
+                correction=neuron.correction, grad_scale=neuron.grad_scale, pool_v_th=pool_neuron.v_th,
+                pool_grad_scale=pool_neuron.scale, pool_channels_last=not nxt.flatten, mask=mask)
+        except NotADropoutMask:  # a mask of other values (not from dropout): the layers one by one
+            return None
         return spikes, pool_counts, counts
 
     def _readout(self, currents: torch.Tensor, rec: Record | None) -> torch.Tensor | tuple[torch.Tensor, Record]:

@@ -57,6 +57,7 @@ __all__ = [
     "TRACE_FLOOR",
     "decay_factor",
     "leak_correction",
+    "NotADropoutMask",
     "spike_fn",
     "decay",
     "lif_step",
@@ -127,6 +128,17 @@ def leak_correction(trace: torch.Tensor, count: torch.Tensor, beta: float,
                          f"{tuple(count.shape)}")
     if not 0.0 < beta <= 1.0:
         raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+    kernels = _cpu_kernels() if trace.device.type == "cpu" else None
+    if (kernels is not None and trace.dtype in (torch.float32, torch.float64) and count.dtype == trace.dtype
+            and count.device == trace.device and (mask is None or (mask.dtype == trace.dtype and mask.device == trace.device
+                                                                  and mask.shape == trace.shape))):
+        return kernels.leak_correction(trace, count, beta, TRACE_FLOOR, mask)  # one pass, the same numbers
+    return _leak_correction_torch(trace, count, beta, mask)
+
+
+def _leak_correction_torch(trace: torch.Tensor, count: torch.Tensor, beta: float,
+                           mask: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`leak_correction` in torch ops (CUDA, other dtypes, no numba; the reference of the compiled one)."""
     if mask is not None:
         trace, count = trace * mask, count * mask
     total = count + (count < TRACE_FLOOR).to(count.dtype)  # [21] adds 1 where there is no spike
@@ -223,16 +235,17 @@ class LIFPoolScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, currents: torch.Tensor, beta: float, v_th: float, scale: float, grad_beta: float,  # type: ignore[override]
                 correction: bool, pool_v_th: float, pool_scale: float, pool_channels_last: bool,
-                for_backward: bool, mask: torch.Tensor | None = None
+                for_backward: bool, mask: torch.Tensor | None = None, dropout=None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # dropout: the mask as scan_cpu.dropout_of gives it (computed once for forward and backward)
         from . import scan_cpu
 
         out, fired, pool_fired, count, trace, pool_count = scan_cpu.scan_pool_forward(
-            currents, beta, v_th, pool_v_th, for_backward, pool_channels_last, mask)
+            currents, beta, v_th, pool_v_th, for_backward, pool_channels_last, dropout)
         if for_backward:
             corr = leak_correction(trace, count, beta, mask) if correction else None
-            ctx.save_for_backward(fired, pool_fired, corr, mask)
-            ctx.scale, ctx.grad_beta, ctx.pool_scale = scale, grad_beta, pool_scale
+            ctx.save_for_backward(fired, pool_fired, corr)
+            ctx.scale, ctx.grad_beta, ctx.pool_scale, ctx.dropout = scale, grad_beta, pool_scale, dropout
         ctx.mark_non_differentiable(count, pool_count)
         return out, count, pool_count
 
@@ -240,10 +253,10 @@ class LIFPoolScan(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor, *_counts: torch.Tensor):  # type: ignore[override]
         from . import scan_cpu
 
-        fired, pool_fired, corr, mask = ctx.saved_tensors
+        fired, pool_fired, corr = ctx.saved_tensors
         grad = scan_cpu.scan_pool_backward(fired, pool_fired, grad_out, ctx.grad_beta, ctx.scale, corr, ctx.pool_scale,
-                                           mask)
-        return grad, None, None, None, None, None, None, None, None, None, None
+                                           ctx.dropout)
+        return grad, None, None, None, None, None, None, None, None, None, None, None
 
 
 def _scan_forward_torch(currents: torch.Tensor, beta: float, v_th: float,
@@ -402,8 +415,9 @@ def lif_pool_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, 
     neurons are non-leaky, threshold ``pool_v_th``, reset to 0, surrogate factor
     ``pool_grad_scale``. ``mask`` ``[B, C, H, W]`` is a dropout mask of the layer's spikes, shared
     over T, as in :func:`lif_multistep` (it enters the leak correction) and applied before the
-    pooling, as the network applies it; the counts are those of the unmasked spikes. Needs numba
-    (:func:`lif_pool_available`).
+    pooling, as the network applies it; the counts are those of the unmasked spikes. It must be a
+    dropout mask (every entry 0 or one common value ``1/(1-p)``; :class:`NotADropoutMask`
+    otherwise). Needs numba (:func:`lif_pool_available`).
     """
     if not lif_pool_available(currents):
         raise ValueError(f"lif_pool_multistep needs float32/64 CPU currents [T, B, C, H, W] with even H, W and "
@@ -414,11 +428,22 @@ def lif_pool_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, 
     _check_choice("leak_grad", leak_grad, LEAK_GRADS)
     _check_choice("correction", correction, CORRECTIONS)
     grad_beta = beta if leak_grad == "exact" else 1.0
-    if mask is not None and tuple(mask.shape) != tuple(currents.shape[1:]):
-        raise ValueError(f"mask must have the shape of one step {tuple(currents.shape[1:])}, got {tuple(mask.shape)}")
+    dropout = None
+    if mask is not None:
+        if tuple(mask.shape) != tuple(currents.shape[1:]):
+            raise ValueError(f"mask must have the shape of one step {tuple(currents.shape[1:])}, "
+                             f"got {tuple(mask.shape)}")
+        mask = mask.detach()
+        dropout = _cpu_kernels().dropout_of(mask)  # type: ignore[union-attr]
+        if dropout is None:
+            raise NotADropoutMask("lif_pool_multistep takes a dropout mask (every entry 0 or one common value "
+                                  "1/(1-p)); run lif_multistep and the pooling one after the other for any other")
     return LIFPoolScan.apply(currents, beta, float(v_th), scale, grad_beta, correction == "lee2020", float(pool_v_th),
-                             pool_scale, bool(pool_channels_last), _for_backward(currents),
-                             None if mask is None else mask.detach())
+                             pool_scale, bool(pool_channels_last), _for_backward(currents), mask, dropout)
+
+
+class NotADropoutMask(ValueError):
+    """A mask given to the fused pooling scan has other values than 0 and one common scale."""
 
 
 @torch.no_grad()

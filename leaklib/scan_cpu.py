@@ -50,12 +50,13 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 __all__ = ["available", "scan_forward", "scan_backward", "scan_forward_out", "scan_pool_forward",
-           "scan_pool_backward"]
+           "scan_pool_backward", "leak_correction", "Dropout", "dropout_of"]
 
 try:  # numba is optional: without it the torch scan of leaklib.neurons is used
     import numba
@@ -79,15 +80,15 @@ def _njit(fn):
         return numba.njit(cache=False, **options)(fn)
 
 
-def _run(kernel, *args) -> None:
+def _run(kernel, *args):
     """Call a kernel; if saving the compiled code to the cache fails, go on without the cache."""
     try:
-        kernel(*args)
+        return kernel(*args)
     except OSError as exc:  # the compiled code is registered in memory; only the disk write failed
         warnings.warn(f"leaklib.scan_cpu: numba cache disabled ({exc})", RuntimeWarning, stacklevel=3)
         for dispatcher in _DISPATCHERS:
             dispatcher._cache = numba.core.caching.NullCache()
-        kernel(*args)
+        return kernel(*args)
 
 
 if numba is not None:
@@ -218,12 +219,33 @@ if numba is not None:
     # LLVM vectorises a loop only if it can check at run time that its arrays do not overlap, and
     # it gives up beyond a few arrays: each loop below touches at most four, so the pooling runs
     # in three passes per step (4x faster than one loop doing it all, measured).
+    #
+    # Dropout. A dropout mask has two values, 0 and one scale m = 1/(1-p): the pooling averages the
+    # masked spikes o*m, which the scan writes as the uint8 kept spikes o AND keep (keep = m != 0)
+    # and averages with the scale m, and the backward gives m's quarter of a window's gradient only
+    # to kept neurons (a coefficient of 0 for the dropped ones). The masked and unmasked scans are
+    # one code path, unmasked being m = 1 and every neuron kept.
 
     @_njit
-    def _pool_gather(spikes_t, dims, pooled):  # pragma: no cover - compiled
-        """2x2 averages of the uint8 spikes ``spikes_t`` (NHWC) into ``pooled`` (NHWC): (o00+o01+o10+o11)/4."""
+    def _keep_spikes(spikes_t, keep, kept_t):  # pragma: no cover - compiled
+        """``kept_t = spikes_t AND keep`` (uint8 0/1): the spikes that dropout lets through."""
+        for n in range(spikes_t.shape[0]):
+            kept_t[n] = spikes_t[n] & keep[n]
+
+    @_njit
+    def _pool_gather(spikes_t, dims, scale, pooled):  # pragma: no cover - compiled
+        """2x2 averages of ``scale * spikes_t`` (uint8 0/1 spikes, NHWC) into ``pooled`` (NHWC).
+
+        F.avg_pool2d sums a window as ``((x00 + x01) + x10) + x11``; with every x in {0, m} that sum
+        is ``a*m`` rounded once, ``a`` the number of spikes in the window: 2m is exact, round(3m)
+        is one rounding, and round(round(3m) + m) = 4m, since the error of round(3m) is at most
+        half a unit of 4m and a tie occurs only for an even significand of m, where 4m is the even
+        neighbour (also checked on millions of scales, tests). So ``(a*m)/4`` is bit-identical to
+        pooling the masked spikes with F.avg_pool2d for any dropout scale; ``a/4`` without dropout.
+        """
         batch, height, width, channels = dims[0], dims[1], dims[2], dims[3]
         h2, w2 = height // 2, width // 2
+        one = pooled.dtype.type(1.0)
         quarter = pooled.dtype.type(0.25)
         for b in range(batch):
             for i in range(h2):
@@ -235,32 +257,9 @@ if numba is not None:
                     s00, s01 = spikes_t[a:a + channels], spikes_t[a + channels:a + 2 * channels]
                     s10, s11 = spikes_t[d:d + channels], spikes_t[d + channels:d + 2 * channels]
                     out = pooled[k:k + channels]
-                    for c in range(channels):  # exact for 0/1 spikes: the order of the adds is free
-                        out[c] = (quarter * s00[c] + quarter * s01[c]) + (quarter * s10[c] + quarter * s11[c])
-
-    @_njit
-    def _pool_gather_masked(spikes_t, mask, dims, pooled):  # pragma: no cover - compiled
-        """As ``_pool_gather`` for dropout-masked spikes ``o * m``: ``(((x00 + x01) + x10) + x11) / 4``.
-
-        The order of F.avg_pool2d's sum (bit-identical to pooling the masked spikes with it, also
-        where ``m = 1/keep`` is not a power of two).
-        """
-        batch, height, width, channels = dims[0], dims[1], dims[2], dims[3]
-        h2, w2 = height // 2, width // 2
-        quarter = pooled.dtype.type(0.25)
-        for b in range(batch):
-            for i in range(h2):
-                for j in range(w2):
-                    a = ((b * height + 2 * i) * width + 2 * j) * channels
-                    d = a + width * channels
-                    k = ((b * h2 + i) * w2 + j) * channels
-                    s00, s01 = spikes_t[a:a + channels], spikes_t[a + channels:a + 2 * channels]
-                    s10, s11 = spikes_t[d:d + channels], spikes_t[d + channels:d + 2 * channels]
-                    m00, m01 = mask[a:a + channels], mask[a + channels:a + 2 * channels]
-                    m10, m11 = mask[d:d + channels], mask[d + channels:d + 2 * channels]
-                    out = pooled[k:k + channels]
-                    for c in range(channels):
-                        out[c] = (((m00[c] * s00[c] + m01[c] * s01[c]) + m10[c] * s10[c]) + m11[c] * s11[c]) * quarter
+                    for c in range(channels):  # the count is exact in any order
+                        fired = (one * s00[c] + one * s01[c]) + (one * s10[c] + one * s11[c])
+                        out[c] = (fired * scale) * quarter
 
     @_njit
     def _if_step(cur_t, spikes_t, out_t, v, count, v_th):  # pragma: no cover - compiled
@@ -274,39 +273,43 @@ if numba is not None:
             v[n] = u * (one - one * fired)
             count[n] += fired
 
+    # Before a fully connected layer the pooling neurons' spikes go out in NCHW order. Per image
+    # that is a transpose of a small [H*W, C] matrix; a contiguous read per spatial position and
+    # strided writes is 3x faster than walking the windows (measured on [2*2, 32]).
+
     @_njit
     def _to_nchw(row, dims, out_t):  # pragma: no cover - compiled
         """A pooled NHWC row written in NCHW order (before a fully connected layer)."""
-        batch, h2, w2, channels = dims[0], dims[1] // 2, dims[2] // 2, dims[3]
+        batch, positions, channels = dims[0], (dims[1] // 2) * (dims[2] // 2), dims[3]
+        size = positions * channels
         for b in range(batch):
-            for i in range(h2):
-                for j in range(w2):
-                    k = ((b * h2 + i) * w2 + j) * channels
-                    o = (b * channels * h2 + i) * w2 + j
-                    for c in range(channels):
-                        out_t[o + c * h2 * w2] = row[k + c]
+            src, dst = row[b * size:(b + 1) * size], out_t[b * size:(b + 1) * size]
+            for p in range(positions):
+                for c in range(channels):
+                    dst[c * positions + p] = src[p * channels + c]
 
     @_njit
     def _from_nchw(grad_t, dims, row):  # pragma: no cover - compiled
         """Inverse of ``_to_nchw``."""
-        batch, h2, w2, channels = dims[0], dims[1] // 2, dims[2] // 2, dims[3]
+        batch, positions, channels = dims[0], (dims[1] // 2) * (dims[2] // 2), dims[3]
+        size = positions * channels
         for b in range(batch):
-            for i in range(h2):
-                for j in range(w2):
-                    k = ((b * h2 + i) * w2 + j) * channels
-                    o = (b * channels * h2 + i) * w2 + j
-                    for c in range(channels):
-                        row[k + c] = grad_t[o + c * h2 * w2]
+            src, dst = grad_t[b * size:(b + 1) * size], row[b * size:(b + 1) * size]
+            for p in range(positions):
+                for c in range(channels):
+                    dst[p * channels + c] = src[c * positions + p]
 
     @_njit
-    def _pool_forward_kernel(cur, params, dims, mask, spikes, pool_spikes, pool_out, count, trace,
+    def _pool_forward_kernel(cur, params, dims, keep, spikes, pool_spikes, pool_out, count, trace,
                              pool_count):  # pragma: no cover - compiled
-        """``params = [beta, v_th, pool_v_th]``; ``mask`` [N] or empty; ``spikes``/``pool_spikes``: T rows or two."""
+        """``params = [beta, v_th, pool_v_th, scale]`` (dropout scale, see ``_pool_gather``);
+        ``keep`` uint8 [N] (dropout: 1 kept, 0 dropped) or empty; ``spikes``/``pool_spikes``: T rows or two."""
         n_pool = pool_out.shape[1]
         v = np.zeros(cur.shape[1], cur.dtype)
         vp = np.zeros(n_pool, cur.dtype)
         pooled = np.empty(n_pool, cur.dtype)
         row = np.empty(n_pool, cur.dtype)
+        kept = np.empty(cur.shape[1] if keep.shape[0] else 0, np.uint8)
         num_steps, rows, pool_rows = cur.shape[0], spikes.shape[0], pool_spikes.shape[0]
         for t in range(0, num_steps, 2):
             if t + 1 < num_steps:
@@ -315,10 +318,11 @@ if numba is not None:
             else:
                 _forward_step(cur[t], spikes[t % rows], v, count, trace, params[0], params[1])
             for step in range(t, min(t + 2, num_steps)):
-                if mask.shape[0]:
-                    _pool_gather_masked(spikes[step % rows], mask, dims, pooled)
-                else:
-                    _pool_gather(spikes[step % rows], dims, pooled)
+                fired = spikes[step % rows]
+                if keep.shape[0]:
+                    _keep_spikes(fired, keep, kept)
+                    fired = kept
+                _pool_gather(fired, dims, params[3], pooled)
                 if dims[4]:
                     _if_step(pooled, pool_spikes[step % pool_rows], pool_out[step], vp, pool_count, params[2])
                 else:
@@ -326,11 +330,13 @@ if numba is not None:
                     _to_nchw(row, dims, pool_out[step])
 
     @_njit
-    def _unpool_backward_step(spikes_t, gp, coef, grad_beta, grad_next, grad_t, dims):  # pragma: no cover - compiled
-        """The layer's BPTT step (as ``_backward_step``) with ``dL/do`` a quarter of its window's ``gp``.
+    def _unpool_backward_step(spikes_t, gp, coef, grad_beta, scale, grad_next, grad_t,
+                              dims):  # pragma: no cover - compiled
+        """The layer's BPTT step (as ``_backward_step``) with ``dL/do = (gp/4) * scale`` of its window's ``gp``.
 
-        Walks the 2x2 windows: each of the four corners is a run of C contiguous neurons sharing
-        the window's gradient (no upsampled gradient is written; 1.2-1.4x faster than doing so).
+        ``scale`` is the dropout scale (1: none); a dropped neuron has ``coef = 0``. Walks the 2x2
+        windows: each of the four corners is a run of C contiguous neurons sharing the window's
+        gradient (no upsampled gradient is written; 1.2-1.4x faster than doing so).
         """
         batch, height, width, channels = dims[0], dims[1], dims[2], dims[3]
         h2, w2 = height // 2, width // 2
@@ -341,8 +347,8 @@ if numba is not None:
                 for j in range(w2):
                     k = ((b * h2 + i) * w2 + j) * channels
                     g_k = gp[k:k + channels]
-                    for c in range(channels):
-                        window[c] = g_k[c] * quarter
+                    for c in range(channels):  # avg_pool2d's backward, then dropout's (x scale)
+                        window[c] = (g_k[c] * quarter) * scale
                     a = ((b * height + 2 * i) * width + 2 * j) * channels
                     for corner in range(4):
                         s = a + (corner // 2) * width * channels + (corner % 2) * channels
@@ -353,33 +359,9 @@ if numba is not None:
                             out[c] = coef_s[c] * window[c] * fired + (grad_beta - grad_beta * fired) * next_s[c]
 
     @_njit
-    def _unpool_backward_step_masked(spikes_t, mask, gp, coef, grad_beta, grad_next, grad_t,
-                                     dims):  # pragma: no cover - compiled
-        """As ``_unpool_backward_step`` with ``dL/do = m * gp/4`` for dropout-masked spikes (``o * m`` pooled)."""
-        batch, height, width, channels = dims[0], dims[1], dims[2], dims[3]
-        h2, w2 = height // 2, width // 2
-        quarter = gp.dtype.type(0.25)
-        window = np.empty(channels, gp.dtype)
-        for b in range(batch):
-            for i in range(h2):
-                for j in range(w2):
-                    k = ((b * h2 + i) * w2 + j) * channels
-                    g_k = gp[k:k + channels]
-                    for c in range(channels):
-                        window[c] = g_k[c] * quarter
-                    a = ((b * height + 2 * i) * width + 2 * j) * channels
-                    for corner in range(4):
-                        s = a + (corner // 2) * width * channels + (corner % 2) * channels
-                        fired_s, coef_s, mask_s = spikes_t[s:s + channels], coef[s:s + channels], mask[s:s + channels]
-                        next_s, out = grad_next[s:s + channels], grad_t[s:s + channels]
-                        for c in range(channels):
-                            fired = fired_s[c]
-                            g = window[c] * mask_s[c]
-                            out[c] = coef_s[c] * g * fired + (grad_beta - grad_beta * fired) * next_s[c]
-
-    @_njit
-    def _pool_backward_kernel(spikes, pool_spikes, grad_pool, coef, params, dims, mask, grad):  # pragma: no cover
-        """``params = [grad_beta, pool_scale]``, ``mask`` [N] or empty: BPTT through pooling neurons, pooling, layer."""
+    def _pool_backward_kernel(spikes, pool_spikes, grad_pool, coef, params, dims, grad):  # pragma: no cover
+        """``params = [grad_beta, pool_scale, scale]`` (dropout scale, 1: none; ``coef`` 0 for dropped neurons):
+        BPTT through pooling neurons, pooling, layer."""
         n_pool = pool_spikes.shape[1]
         last = grad.shape[0] - 1
         gp = np.zeros(n_pool, grad.dtype)          # pooling neurons' dL/dI at t
@@ -396,16 +378,50 @@ if numba is not None:
                 g_t = row
             _backward_step(pool_spikes[t], g_t, pool_coef, one, gp_next, gp)  # IF: grad_beta = 1
             grad_next = zeros if t == last else grad[t + 1]
-            if mask.shape[0]:
-                _unpool_backward_step_masked(spikes[t], mask, gp, coef, params[0], grad_next, grad[t], dims)
-            else:
-                _unpool_backward_step(spikes[t], gp, coef, params[0], grad_next, grad[t], dims)
+            _unpool_backward_step(spikes[t], gp, coef, params[0], params[2], grad_next, grad[t], dims)
             gp, gp_next = gp_next, gp
 
+    @_njit
+    def _correction_kernel(trace, count, mask, params, corr):  # pragma: no cover - compiled
+        """[21]'s leak correction per neuron, ``params = [ln(beta), floor]`` in the dtype; ``mask`` [N] or empty.
+
+        The operations of :func:`leaklib.neurons.leak_correction` in the same order and dtype.
+        """
+        zero = corr.dtype.type(0.0)
+        one = corr.dtype.type(1.0)
+        log_beta, floor = params[0], params[1]
+        masked = mask.shape[0] > 0
+        for n in range(corr.shape[0]):
+            leaky, total = trace[n], count[n]
+            if masked:
+                leaky, total = leaky * mask[n], total * mask[n]
+            total = total + (one if total < floor else zero)  # [21] adds 1 where there is no spike
+            corr[n] = (one if leaky > floor else zero) + log_beta * (leaky / total)
+
+    @_njit
+    def _keep_kernel(mask, keep):  # pragma: no cover - compiled
+        """``keep`` (uint8, NHWC order) = ``mask [B, C, H, W] != 0``; returns the common nonzero value (0: none, nan: two)."""
+        batch, channels, height, width = mask.shape
+        scale = 0.0
+        same = True
+        for b in range(batch):
+            for c in range(channels):
+                for h in range(height):
+                    for w in range(width):
+                        m = mask[b, c, h, w]
+                        kept = m != 0
+                        keep[((b * height + h) * width + w) * channels + c] = kept
+                        if kept:
+                            if scale == 0.0:
+                                scale = m
+                            elif m != scale:
+                                same = False
+        return scale if same else np.nan
+
     _DISPATCHERS = (_forward_step, _forward_two_steps, _forward_kernel, _backward_step, _backward_two_steps,
-                    _backward_kernel, _forward_step_out, _copy_spikes, _forward_out_kernel, _pool_gather,
-                    _pool_gather_masked, _if_step, _to_nchw, _from_nchw, _pool_forward_kernel, _unpool_backward_step,
-                    _unpool_backward_step_masked, _pool_backward_kernel)
+                    _backward_kernel, _forward_step_out, _copy_spikes, _forward_out_kernel, _keep_spikes,
+                    _pool_gather, _if_step, _to_nchw, _from_nchw, _pool_forward_kernel, _unpool_backward_step,
+                    _pool_backward_kernel, _correction_kernel, _keep_kernel)
 
 
 def _require_numba() -> None:
@@ -593,14 +609,46 @@ def _pool_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(shape[:-2]) + (shape[-2] // 2, shape[-1] // 2)
 
 
-def _mask_1d(mask: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """A per-neuron dropout mask ``[B, C, H, W]`` as ``[N]`` in NHWC order, or an empty tensor for none."""
-    if mask is None:
-        return torch.empty(0, dtype=dtype)
+class Dropout(NamedTuple):
+    """A dropout mask as the pooling scans take it: ``keep`` (uint8 ``[N]``, NHWC order, 1 kept) and its ``scale``."""
+
+    keep: torch.Tensor
+    scale: float
+
+
+def dropout_of(mask: torch.Tensor) -> Dropout | None:
+    """``mask [B, C, H, W]`` as a :class:`Dropout`, or None where it is not a dropout mask.
+
+    A dropout mask has every entry 0 or one common positive finite value (``1/(1-p)``); an all-zero
+    mask has scale 1. One compiled pass over the mask in its own layout.
+    """
+    _require_numba()
     _check_tensor("mask", mask)
-    if tuple(mask.shape) != tuple(shape[1:]):
-        raise ValueError(f"mask must have the shape of one step {tuple(shape[1:])}, got {tuple(mask.shape)}")
-    return _as_2d(mask.unsqueeze(0).to(dtype), True).view(-1)
+    if mask.dim() != 4:
+        raise ValueError(f"mask must have shape [B, C, H, W], got {tuple(mask.shape)}")
+    keep = torch.empty(mask.numel(), dtype=torch.uint8)
+    scale = float(_run(_keep_kernel, mask.detach().numpy(), keep.numpy())) if mask.numel() else 0.0
+    if not (math.isfinite(scale) and scale >= 0.0):
+        return None
+    return Dropout(keep, scale if scale > 0 else 1.0)
+
+
+def _dropout(mask: torch.Tensor | Dropout | None, shape: tuple[int, ...], np_dtype) -> tuple[torch.Tensor, float]:
+    """The uint8 ``keep`` [N] (NHWC) and the scale in ``np_dtype`` of a dropout mask; no mask: empty, 1."""
+    if mask is None:
+        return torch.empty(0, dtype=torch.uint8), 1.0
+    if isinstance(mask, torch.Tensor):
+        _check_tensor("mask", mask)
+        if tuple(mask.shape) != tuple(shape[1:]):
+            raise ValueError(f"mask must have the shape of one step {tuple(shape[1:])}, got {tuple(mask.shape)}")
+        dropout = dropout_of(mask)
+        if dropout is None:
+            raise ValueError("mask must be a dropout mask: every entry 0 or one common positive finite value "
+                             "1/(1-p)")
+        mask = dropout
+    if not isinstance(mask, Dropout) or mask.keep.dtype != torch.uint8 or mask.keep.numel() != math.prod(shape[1:]):
+        raise ValueError(f"mask must be a [B, C, H, W] tensor of shape {tuple(shape[1:])} or a Dropout of it")
+    return mask.keep, float(np_dtype.type(mask.scale))
 
 
 def scan_pool_forward(currents: torch.Tensor, beta: float, v_th: float, pool_v_th: float,
@@ -639,12 +687,14 @@ def scan_pool_forward(currents: torch.Tensor, beta: float, v_th: float, pool_v_t
     count = torch.zeros(n_neurons, dtype=cur.dtype)
     trace = torch.zeros(n_neurons, dtype=cur.dtype)
     pool_count = torch.zeros(n_pool, dtype=cur.dtype)
+    np_dtype = cur.numpy().dtype
+    keep, scale = _dropout(mask, shape, np_dtype)
     if n_neurons > 0:
-        params = np.array([beta, v_th, pool_v_th], dtype=cur.numpy().dtype)
+        params = np.array([beta, v_th, pool_v_th, scale], dtype=np_dtype)
         _, batch, channels, height, width = shape
         dims = np.array([batch, height, width, channels, int(pool_channels_last)], dtype=np.int64)
-        _run(_pool_forward_kernel, cur.numpy(), params, dims, _mask_1d(mask, shape, cur.dtype).numpy(),
-             spikes.numpy(), pool_spikes.numpy(), pool_out.numpy(), count.numpy(), trace.numpy(), pool_count.numpy())
+        _run(_pool_forward_kernel, cur.numpy(), params, dims, keep.numpy(), spikes.numpy(), pool_spikes.numpy(),
+             pool_out.numpy(), count.numpy(), trace.numpy(), pool_count.numpy())
     kept = ((_from_2d(spikes.view(torch.bool), shape, True), _from_2d(pool_spikes.view(torch.bool), pool_shape, True))
             if keep_spikes else (None, None))
     return (_from_2d(pool_out, pool_shape, pool_channels_last), *kept, _from_2d(count.view(1, -1), shape, True)[0],
@@ -678,11 +728,58 @@ def scan_pool_backward(spikes_bool: torch.Tensor, pool_spikes_bool: torch.Tensor
     pool_spk = _as_2d(pool_spikes_bool, True).view(torch.uint8)
     num_steps, n_neurons = spk.shape
     coef = _coef(corr, scale, shape, n_neurons, g.dtype, True)
+    keep, dropout_scale = _dropout(mask, shape, g.numpy().dtype)
+    if keep.numel():
+        coef.mul_(keep)  # x 0 or 1 (exact): a dropped neuron gets no gradient
     grad = torch.empty((num_steps, n_neurons), dtype=g.dtype)
     if n_neurons > 0:
-        params = np.array([grad_beta, pool_scale], dtype=g.numpy().dtype)
+        params = np.array([grad_beta, pool_scale, dropout_scale], dtype=g.numpy().dtype)
         _, batch, channels, height, width = shape
         dims = np.array([batch, height, width, channels, int(grad_cl)], dtype=np.int64)
-        _run(_pool_backward_kernel, spk.numpy(), pool_spk.numpy(), g.numpy(), coef.numpy(), params, dims,
-             _mask_1d(mask, shape, g.dtype).numpy(), grad.numpy())
+        _run(_pool_backward_kernel, spk.numpy(), pool_spk.numpy(), g.numpy(), coef.numpy(), params, dims, grad.numpy())
     return _from_2d(grad, shape, True)
+
+
+def _flat_in_order(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``x`` as a flat contiguous tensor in NCHW or (4-d ``x``) NHWC order: a view where ``x`` is stored so."""
+    if channels_last:
+        x = x.permute(0, 2, 3, 1)
+    return x.contiguous().view(-1)
+
+
+def leak_correction(trace: torch.Tensor, count: torch.Tensor, beta: float, floor: float,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`leaklib.neurons.leak_correction` as one compiled pass: ``(LF > floor) + ln(beta) * LF / Total``.
+
+    ``trace``, ``count`` and ``mask`` (or None) are CPU tensors of one shape and one dtype (float32
+    or float64); the result has ``trace``'s shape and dtype, bit-identical to the torch formula,
+    and is channels-last where ``trace`` is (the layout the pooling scan returns).
+    """
+    _require_numba()
+    _check_tensor("trace", trace)
+    _check_tensor("count", count)
+    if count.shape != trace.shape or count.dtype != trace.dtype:
+        raise ValueError(f"count must have trace's shape {tuple(trace.shape)} and dtype {trace.dtype}, got "
+                         f"{tuple(count.shape)} {count.dtype}")
+    if mask is not None:
+        _check_tensor("mask", mask)
+        if mask.shape != trace.shape or mask.dtype != trace.dtype:
+            raise ValueError(f"mask must have trace's shape {tuple(trace.shape)} and dtype {trace.dtype}, got "
+                             f"{tuple(mask.shape)} {mask.dtype}")
+    if not 0.0 < beta <= 1.0:
+        raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+    channels_last = (trace.dim() == 4 and not trace.is_contiguous()
+                     and trace.is_contiguous(memory_format=torch.channels_last))
+    flat_trace = _flat_in_order(trace.detach(), channels_last)
+    corr = torch.empty_like(flat_trace)
+    if corr.numel():
+        np_dtype = flat_trace.numpy().dtype
+        params = np.array([math.log(beta), floor], dtype=np_dtype)  # rounded to the dtype, as torch does
+        flat_mask = (_flat_in_order(mask.detach(), channels_last) if mask is not None
+                     else torch.empty(0, dtype=trace.dtype))
+        _run(_correction_kernel, flat_trace.numpy(), _flat_in_order(count.detach(), channels_last).numpy(),
+             flat_mask.numpy(), params, corr.numpy())
+    if channels_last:
+        batch, channels, height, width = trace.shape
+        return corr.view(batch, height, width, channels).permute(0, 3, 1, 2)
+    return corr.view(trace.shape)

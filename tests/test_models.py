@@ -465,6 +465,37 @@ def test_fused_pooling_scan_equals_layers_run_one_by_one(grad, record, dropout, 
         assert torch.equal(rec_a.output_currents, rec_b.output_currents)
 
 
+def test_a_mask_that_is_not_a_dropout_mask_runs_the_layers_one_by_one(monkeypatch):
+    """The fused pooling scan takes dropout masks (0 or one scale); any other mask runs the unfused path."""
+    import leaklib.models as models
+    from leaklib.neurons import NotADropoutMask
+
+    pytest.importorskip("numba")
+    torch.manual_seed(14)
+    net = SNN(ARCHITECTURES["digits"], 30.0, init_gain=3.0, dropout=0.2)
+    spikes = _spikes((2,) + net.input_shape, seed=15, num_steps=12)
+    g = torch.Generator().manual_seed(17)
+    masks = [(torch.rand((2,) + shape, generator=g) + 0.5) for shape in net.hidden_shapes]  # many values
+    monkeypatch.setattr(net, "_dropout_masks", lambda *args: masks)
+    with pytest.raises(NotADropoutMask):
+        models.lif_pool_multistep(torch.zeros((3, 2) + tuple(net.hidden_shapes[0])), 30.0, mask=masks[0])
+    declined = []
+    fused_scan = models.lif_pool_multistep
+
+    def spy(*a, **k):
+        try:
+            return fused_scan(*a, **k)
+        except NotADropoutMask:
+            declined.append(1)
+            raise
+
+    monkeypatch.setattr(models, "lif_pool_multistep", spy)
+    pred = net(spikes)
+    assert len(declined) == 2
+    monkeypatch.setattr(models, "lif_pool_available", lambda currents: False)
+    assert torch.equal(pred, net(spikes))
+
+
 _FAULTS_SCRIPT = """
 import resource, sys, torch
 from leaklib.models import SNN

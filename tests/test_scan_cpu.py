@@ -523,7 +523,7 @@ def test_pool_scan_equals_layer_pooling_and_pooling_neurons(num_steps, input_cha
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("keep", [0.8, 0.7])  # 1/keep = 1.25 exact; 1/0.7 rounded (the order of the adds matters)
+@pytest.mark.parametrize("keep", [0.8, 0.7])  # 1/keep = 1.25 exact; 1/0.7 rounded
 def test_pool_scan_with_dropout_mask_equals_pooling_the_masked_spikes(keep, dtype):
     beta = _beta(30.0)
     shape = (24, 3, 4, 4, 6)
@@ -546,6 +546,91 @@ def test_pool_scan_with_dropout_mask_equals_pooling_the_masked_spikes(keep, dtyp
     assert (grad[:, mask == 0] == 0).all() and (grad[:, mask != 0] != 0).any()  # dropped neurons get none
     with pytest.raises(ValueError, match="mask must have the shape"):
         scan_cpu.scan_pool_forward(currents, beta, 1.0, 0.75, mask=mask[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_window_of_masked_spikes_sums_to_one_rounding_of_count_times_scale(dtype):
+    # what the pooling scan relies on: adding a copies of m one after another (F.avg_pool2d's order)
+    # gives a*m rounded once, for a <= 4 and any m; checked on a million scales and their neighbours
+    g = torch.Generator().manual_seed(40)
+    m = torch.rand(1_000_000, generator=g, dtype=torch.float64).mul(50).add(1e-3).to(dtype)
+    m = torch.cat([m, torch.nextafter(m, torch.full_like(m, math.inf)), 1 / torch.arange(1, 1000, dtype=dtype)])
+    two = m + m
+    three = two + m
+    assert torch.equal(two, 2 * m) and torch.equal(three, 3 * m) and torch.equal(three + m, 4 * m)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pool_gather_of_masked_spikes_equals_avg_pool2d_for_many_scales(dtype):
+    from torch.nn import functional as F
+
+    g = torch.Generator().manual_seed(41)
+    batch, channels, height, width = 3, 5, 4, 6
+    for keep in [0.9, 0.8, 0.7, 0.55, 0.3, 0.123, 1 / 3, 0.999]:
+        spikes = torch.rand(batch, channels, height, width, generator=g) < 0.8  # full windows are common
+        kept = spikes & (torch.rand(spikes.shape, generator=g) < keep)
+        scale = float(torch.tensor(1.0, dtype=dtype) / keep)
+        masked = kept.to(dtype) * scale
+        for layout in (torch.channels_last, torch.contiguous_format):
+            ref = F.avg_pool2d(masked.contiguous(memory_format=layout), 2)
+            pooled = torch.empty(batch, height // 2, width // 2, channels, dtype=dtype)
+            dims = torch.tensor([batch, height, width, channels, 1]).numpy()
+            scan_cpu._pool_gather(kept.permute(0, 2, 3, 1).contiguous().view(torch.uint8).view(-1).numpy(), dims,
+                                  pooled.numpy().dtype.type(scale), pooled.view(-1).numpy())
+            assert torch.equal(pooled.permute(0, 3, 1, 2), ref), (keep, layout)
+
+
+def test_dropout_of_reads_keep_flags_in_nhwc_order_and_the_scale():
+    mask = torch.zeros(2, 3, 2, 2)
+    mask[0, 1, 0, 1] = mask[1, 2, 1, 0] = mask[1, 0, 0, 0] = 1 / 0.7
+    dropout = scan_cpu.dropout_of(mask)
+    assert dropout is not None and dropout.scale == float(torch.tensor(1 / 0.7, dtype=torch.float32))
+    expected = (mask != 0).permute(0, 2, 3, 1).reshape(-1)  # NHWC: the scans' neuron order
+    assert torch.equal(dropout.keep.bool(), expected)
+    assert torch.equal(scan_cpu.dropout_of(mask.contiguous(memory_format=torch.channels_last)).keep, dropout.keep)
+    assert scan_cpu.dropout_of(torch.zeros(1, 1, 2, 2)).scale == 1.0  # everything dropped: any scale would do
+    assert scan_cpu.dropout_of(torch.full((1, 2, 2, 2), 2.0)).keep.all()  # nothing dropped
+    for bad in ([1.0, 2.0], [0.0, -1.0], [math.inf, 0.0], [math.nan, 0.0]):
+        assert scan_cpu.dropout_of(torch.tensor(bad + [0.0, 0.0]).view(1, 1, 2, 2)) is None, bad
+    with pytest.raises(ValueError, match="dropout mask"):
+        scan_cpu.scan_pool_forward(torch.ones(2, 1, 1, 2, 2), 1.0, 1.0, 0.75,
+                                   mask=torch.tensor([1.0, 2.0, 0.0, 0.0]).view(1, 1, 2, 2))
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        scan_cpu.dropout_of(torch.ones(4))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("tau_m", [5.0, 30.0, math.inf])
+def test_compiled_leak_correction_equals_the_torch_formula(tau_m, channels_last, dtype):
+    from leaklib.neurons import TRACE_FLOOR, _leak_correction_torch
+
+    beta = _beta(tau_m)
+    g = torch.Generator().manual_seed(42)
+    shape = (4, 3, 4, 6)
+    trace = torch.rand(shape, generator=g, dtype=torch.float64).mul(3).to(dtype)
+    count = torch.randint(0, 6, shape, generator=g).to(dtype)
+    floor = float(torch.tensor(TRACE_FLOOR, dtype=dtype))
+    # at and around the floor (strict >), and never fired (Total = 0 -> 1)
+    trace.view(-1)[:6] = torch.tensor([0.0, floor, math.nextafter(floor, 1), math.nextafter(floor, 0),
+                                       TRACE_FLOOR, 2.0], dtype=dtype)
+    count.view(-1)[:3] = 0.0
+    mask = (torch.rand(shape, generator=g) < 0.7).to(dtype) / 0.7
+    if channels_last:
+        trace, count = (x.contiguous(memory_format=torch.channels_last) for x in (trace, count))
+    for m in (None, mask):
+        got = scan_cpu.leak_correction(trace, count, beta, TRACE_FLOOR, m)
+        ref = _leak_correction_torch(trace, count, beta, m)
+        assert got.shape == ref.shape and got.dtype == dtype and torch.equal(got, ref)
+        assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    flat = scan_cpu.leak_correction(trace.reshape(-1), count.reshape(-1), beta, TRACE_FLOOR)
+    assert torch.equal(flat, _leak_correction_torch(trace.reshape(-1), count.reshape(-1), beta))
+    with pytest.raises(ValueError, match="count must have"):
+        scan_cpu.leak_correction(trace, count[:1], beta, TRACE_FLOOR)
+    with pytest.raises(ValueError, match="mask must have"):
+        scan_cpu.leak_correction(trace, count, beta, TRACE_FLOOR, mask.double() if dtype == torch.float32 else mask.float())
+    with pytest.raises(ValueError, match="beta"):
+        scan_cpu.leak_correction(trace, count, 1.5, TRACE_FLOOR)
 
 
 def test_pool_scan_by_hand():
