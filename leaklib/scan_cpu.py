@@ -220,46 +220,49 @@ if numba is not None:
     # it gives up beyond a few arrays: each loop below touches at most four, so the pooling runs
     # in three passes per step (4x faster than one loop doing it all, measured).
     #
-    # Dropout. A dropout mask has two values, 0 and one scale m = 1/(1-p): the pooling averages the
-    # masked spikes o*m, which the scan writes as the uint8 kept spikes o AND keep (keep = m != 0)
-    # and averages with the scale m, and the backward gives m's quarter of a window's gradient only
-    # to kept neurons (a coefficient of 0 for the dropped ones). The masked and unmasked scans are
-    # one code path, unmasked being m = 1 and every neuron kept.
+    # Dropout. A dropout mask has two values, 0 and one scale m = 1/(1-p): the pooling counts the
+    # spikes that dropout keeps (o AND keep, uint8) and scales the count by m; the backward gives m
+    # times a window's quarter only to kept neurons (a coefficient of 0 for the dropped ones). The
+    # masked and unmasked scans are one code path, unmasked being m = 1 and every neuron kept.
 
     @_njit
-    def _keep_spikes(spikes_t, keep, kept_t):  # pragma: no cover - compiled
-        """``kept_t = spikes_t AND keep`` (uint8 0/1): the spikes that dropout lets through."""
-        for n in range(spikes_t.shape[0]):
-            kept_t[n] = spikes_t[n] & keep[n]
+    def _pool_gather(spikes_t, keep, dims, scale, pooled, pair):  # pragma: no cover - compiled
+        """2x2 averages of the dropout-masked spikes ``scale * (spikes_t AND keep)`` (uint8, NHWC) into ``pooled``.
 
-    @_njit
-    def _pool_gather(spikes_t, dims, scale, pooled):  # pragma: no cover - compiled
-        """2x2 averages of ``scale * spikes_t`` (uint8 0/1 spikes, NHWC) into ``pooled`` (NHWC).
-
-        F.avg_pool2d sums a window as ``((x00 + x01) + x10) + x11``; with every x in {0, m} that sum
-        is ``a*m`` rounded once, ``a`` the number of spikes in the window: 2m is exact, round(3m)
-        is one rounding, and round(round(3m) + m) = 4m, since the error of round(3m) is at most
-        half a unit of 4m and a tie occurs only for an even significand of m, where 4m is the even
-        neighbour (also checked on millions of scales, tests). So ``(a*m)/4`` is bit-identical to
-        pooling the masked spikes with F.avg_pool2d for any dropout scale; ``a/4`` without dropout.
+        ``keep`` is the dropout's uint8 keep flags ``[N]`` or empty (no dropout, ``scale = 1``);
+        ``pair`` a uint8 buffer of one image row. F.avg_pool2d sums a window as
+        ``((x00 + x01) + x10) + x11``; with every x in {0, m} that sum is ``a*m`` rounded once, ``a``
+        the number of spikes in the window: 2m is exact, round(3m) is one rounding, and
+        round(round(3m) + m) = 4m, since the error of round(3m) is at most half a unit of 4m and a
+        tie occurs only for an even significand of m, where 4m is the even neighbour (also checked
+        on millions of scales, tests). So ``(a*m)/4`` is bit-identical to pooling the masked spikes
+        with F.avg_pool2d for any dropout scale; ``a/4`` without dropout. The count is exact in any
+        order: per pair of image rows, the vertical sums over the whole row (one long contiguous
+        loop), then the horizontal ones over runs of C channels (1.5x faster than four runs of C
+        per window, measured).
         """
         batch, height, width, channels = dims[0], dims[1], dims[2], dims[3]
         h2, w2 = height // 2, width // 2
-        one = pooled.dtype.type(1.0)
+        row = width * channels
         quarter = pooled.dtype.type(0.25)
         for b in range(batch):
             for i in range(h2):
+                a = (b * height + 2 * i) * row  # the pair of rows 2i, 2i + 1 of image b
+                top, bottom = spikes_t[a:a + row], spikes_t[a + row:a + 2 * row]
+                if keep.shape[0]:
+                    keep_top, keep_bottom = keep[a:a + row], keep[a + row:a + 2 * row]
+                    for x in range(row):
+                        pair[x] = (top[x] & keep_top[x]) + (bottom[x] & keep_bottom[x])
+                else:
+                    for x in range(row):
+                        pair[x] = top[x] + bottom[x]
+                k = (b * h2 + i) * w2 * channels
                 for j in range(w2):
-                    a = ((b * height + 2 * i) * width + 2 * j) * channels  # window's top-left input
-                    d = a + width * channels                              # its bottom-left input
-                    k = ((b * h2 + i) * w2 + j) * channels                # pooling neuron
-                    # slices, not indices into one array: the vectoriser checks four short rows
-                    s00, s01 = spikes_t[a:a + channels], spikes_t[a + channels:a + 2 * channels]
-                    s10, s11 = spikes_t[d:d + channels], spikes_t[d + channels:d + 2 * channels]
-                    out = pooled[k:k + channels]
-                    for c in range(channels):  # the count is exact in any order
-                        fired = (one * s00[c] + one * s01[c]) + (one * s10[c] + one * s11[c])
-                        out[c] = (fired * scale) * quarter
+                    left = pair[2 * j * channels:(2 * j + 1) * channels]
+                    right = pair[(2 * j + 1) * channels:(2 * j + 2) * channels]
+                    out = pooled[k + j * channels:k + (j + 1) * channels]
+                    for c in range(channels):
+                        out[c] = (pooled.dtype.type(left[c] + right[c]) * scale) * quarter
 
     @_njit
     def _if_step(cur_t, spikes_t, out_t, v, count, v_th):  # pragma: no cover - compiled
@@ -309,7 +312,7 @@ if numba is not None:
         vp = np.zeros(n_pool, cur.dtype)
         pooled = np.empty(n_pool, cur.dtype)
         row = np.empty(n_pool, cur.dtype)
-        kept = np.empty(cur.shape[1] if keep.shape[0] else 0, np.uint8)
+        pair = np.empty(dims[2] * dims[3], np.uint8)
         num_steps, rows, pool_rows = cur.shape[0], spikes.shape[0], pool_spikes.shape[0]
         for t in range(0, num_steps, 2):
             if t + 1 < num_steps:
@@ -318,11 +321,7 @@ if numba is not None:
             else:
                 _forward_step(cur[t], spikes[t % rows], v, count, trace, params[0], params[1])
             for step in range(t, min(t + 2, num_steps)):
-                fired = spikes[step % rows]
-                if keep.shape[0]:
-                    _keep_spikes(fired, keep, kept)
-                    fired = kept
-                _pool_gather(fired, dims, params[3], pooled)
+                _pool_gather(spikes[step % rows], keep, dims, params[3], pooled, pair)
                 if dims[4]:
                     _if_step(pooled, pool_spikes[step % pool_rows], pool_out[step], vp, pool_count, params[2])
                 else:
@@ -419,8 +418,8 @@ if numba is not None:
         return scale if same else np.nan
 
     _DISPATCHERS = (_forward_step, _forward_two_steps, _forward_kernel, _backward_step, _backward_two_steps,
-                    _backward_kernel, _forward_step_out, _copy_spikes, _forward_out_kernel, _keep_spikes,
-                    _pool_gather, _if_step, _to_nchw, _from_nchw, _pool_forward_kernel, _unpool_backward_step,
+                    _backward_kernel, _forward_step_out, _copy_spikes, _forward_out_kernel, _pool_gather,
+                    _if_step, _to_nchw, _from_nchw, _pool_forward_kernel, _unpool_backward_step,
                     _pool_backward_kernel, _correction_kernel, _keep_kernel)
 
 

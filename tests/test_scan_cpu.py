@@ -564,20 +564,28 @@ def test_a_window_of_masked_spikes_sums_to_one_rounding_of_count_times_scale(dty
 def test_pool_gather_of_masked_spikes_equals_avg_pool2d_for_many_scales(dtype):
     from torch.nn import functional as F
 
+    def nhwc_bytes(x):
+        return x.permute(0, 2, 3, 1).contiguous().view(torch.uint8).view(-1).numpy()
+
     g = torch.Generator().manual_seed(41)
     batch, channels, height, width = 3, 5, 4, 6
+    dims = torch.tensor([batch, height, width, channels, 1]).numpy()
+    pair = torch.empty(width * channels, dtype=torch.uint8).numpy()
     for keep in [0.9, 0.8, 0.7, 0.55, 0.3, 0.123, 1 / 3, 0.999]:
         spikes = torch.rand(batch, channels, height, width, generator=g) < 0.8  # full windows are common
-        kept = spikes & (torch.rand(spikes.shape, generator=g) < keep)
+        kept = torch.rand(spikes.shape, generator=g) < keep
         scale = float(torch.tensor(1.0, dtype=dtype) / keep)
-        masked = kept.to(dtype) * scale
-        for layout in (torch.channels_last, torch.contiguous_format):
-            ref = F.avg_pool2d(masked.contiguous(memory_format=layout), 2)
+        masked = (spikes & kept).to(dtype) * scale  # what the network pools: o * m
+        refs = [F.avg_pool2d(masked.contiguous(memory_format=layout), 2)
+                for layout in (torch.channels_last, torch.contiguous_format)]
+        # the keep flags ANDed in the scan, or spikes given already masked with no flags: the same
+        for spikes_in, keep_in in ((spikes, kept), (spikes & kept, None)):
             pooled = torch.empty(batch, height // 2, width // 2, channels, dtype=dtype)
-            dims = torch.tensor([batch, height, width, channels, 1]).numpy()
-            scan_cpu._pool_gather(kept.permute(0, 2, 3, 1).contiguous().view(torch.uint8).view(-1).numpy(), dims,
-                                  pooled.numpy().dtype.type(scale), pooled.view(-1).numpy())
-            assert torch.equal(pooled.permute(0, 3, 1, 2), ref), (keep, layout)
+            flags = torch.empty(0, dtype=torch.uint8).numpy() if keep_in is None else nhwc_bytes(keep_in)
+            scan_cpu._pool_gather(nhwc_bytes(spikes_in), flags, dims, pooled.numpy().dtype.type(scale),
+                                  pooled.view(-1).numpy(), pair)
+            for ref in refs:
+                assert torch.equal(pooled.permute(0, 3, 1, 2), ref), keep
 
 
 def test_dropout_of_reads_keep_flags_in_nhwc_order_and_the_scale():
