@@ -243,7 +243,9 @@ class LIFPoolScan(torch.autograd.Function):
         out, fired, pool_fired, count, trace, pool_count = scan_cpu.scan_pool_forward(
             currents, beta, v_th, pool_v_th, for_backward, pool_channels_last, dropout)
         if for_backward:
-            corr = leak_correction(trace, count, beta, mask) if correction else None
+            corr = None
+            if correction:  # the dropout's keep flags are in the trace's (NHWC) order: no copy of the mask
+                corr = scan_cpu.leak_correction(trace, count, beta, TRACE_FLOOR, mask if dropout is None else dropout)
             ctx.save_for_backward(fired, pool_fired, corr)
             ctx.scale, ctx.grad_beta, ctx.pool_scale, ctx.dropout = scale, grad_beta, pool_scale, dropout
         ctx.mark_non_differentiable(count, pool_count)

@@ -381,19 +381,24 @@ if numba is not None:
             gp, gp_next = gp_next, gp
 
     @_njit
-    def _correction_kernel(trace, count, mask, params, corr):  # pragma: no cover - compiled
-        """[21]'s leak correction per neuron, ``params = [ln(beta), floor]`` in the dtype; ``mask`` [N] or empty.
+    def _correction_kernel(trace, count, mask, keep, params, corr):  # pragma: no cover - compiled
+        """[21]'s leak correction per neuron, ``params = [ln(beta), floor, scale]`` in the dtype.
 
-        The operations of :func:`leaklib.neurons.leak_correction` in the same order and dtype.
+        The dropout mask is ``mask`` [N] (any values), or ``scale`` where ``keep`` [N] (uint8) is 1
+        and 0 elsewhere, or none (both empty). The operations of
+        :func:`leaklib.neurons.leak_correction` in the same order and dtype.
         """
         zero = corr.dtype.type(0.0)
         one = corr.dtype.type(1.0)
-        log_beta, floor = params[0], params[1]
-        masked = mask.shape[0] > 0
+        log_beta, floor, scale = params[0], params[1], params[2]
+        masked, kept = mask.shape[0] > 0, keep.shape[0] > 0
         for n in range(corr.shape[0]):
             leaky, total = trace[n], count[n]
             if masked:
                 leaky, total = leaky * mask[n], total * mask[n]
+            elif kept:
+                m = scale * keep[n]  # the mask's value: scale or 0, exactly
+                leaky, total = leaky * m, total * m
             total = total + (one if total < floor else zero)  # [21] adds 1 where there is no spike
             corr[n] = (one if leaky > floor else zero) + log_beta * (leaky / total)
 
@@ -747,12 +752,13 @@ def _flat_in_order(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 def leak_correction(trace: torch.Tensor, count: torch.Tensor, beta: float, floor: float,
-                    mask: torch.Tensor | None = None) -> torch.Tensor:
+                    mask: torch.Tensor | Dropout | None = None) -> torch.Tensor:
     """:func:`leaklib.neurons.leak_correction` as one compiled pass: ``(LF > floor) + ln(beta) * LF / Total``.
 
     ``trace``, ``count`` and ``mask`` (or None) are CPU tensors of one shape and one dtype (float32
     or float64); the result has ``trace``'s shape and dtype, bit-identical to the torch formula,
-    and is channels-last where ``trace`` is (the layout the pooling scan returns).
+    and is channels-last where ``trace`` is (the layout the pooling scan returns). ``mask`` may also
+    be the :class:`Dropout` of a channels-last ``[B, C, H, W]`` trace (its keep flags are in that order).
     """
     _require_numba()
     _check_tensor("trace", trace)
@@ -760,24 +766,29 @@ def leak_correction(trace: torch.Tensor, count: torch.Tensor, beta: float, floor
     if count.shape != trace.shape or count.dtype != trace.dtype:
         raise ValueError(f"count must have trace's shape {tuple(trace.shape)} and dtype {trace.dtype}, got "
                          f"{tuple(count.shape)} {count.dtype}")
-    if mask is not None:
-        _check_tensor("mask", mask)
-        if mask.shape != trace.shape or mask.dtype != trace.dtype:
-            raise ValueError(f"mask must have trace's shape {tuple(trace.shape)} and dtype {trace.dtype}, got "
-                             f"{tuple(mask.shape)} {mask.dtype}")
     if not 0.0 < beta <= 1.0:
         raise ValueError(f"beta must be in (0, 1], got {beta!r}")
     channels_last = (trace.dim() == 4 and not trace.is_contiguous()
                      and trace.is_contiguous(memory_format=torch.channels_last))
+    empty_mask, keep, scale = torch.empty(0, dtype=trace.dtype), torch.empty(0, dtype=torch.uint8), 1.0
+    if isinstance(mask, Dropout):  # its keep flags are in NHWC order: the trace must be stored so
+        nhwc = trace.dim() == 4 and trace.permute(0, 2, 3, 1).is_contiguous()
+        if not nhwc or mask.keep.dtype != torch.uint8 or mask.keep.numel() != trace.numel():
+            raise ValueError("a Dropout mask needs a channels-last [B, C, H, W] trace of as many neurons")
+        keep, scale, mask, channels_last = mask.keep, mask.scale, None, True
+    elif mask is not None:
+        _check_tensor("mask", mask)
+        if mask.shape != trace.shape or mask.dtype != trace.dtype:
+            raise ValueError(f"mask must have trace's shape {tuple(trace.shape)} and dtype {trace.dtype}, got "
+                             f"{tuple(mask.shape)} {mask.dtype}")
     flat_trace = _flat_in_order(trace.detach(), channels_last)
     corr = torch.empty_like(flat_trace)
     if corr.numel():
         np_dtype = flat_trace.numpy().dtype
-        params = np.array([math.log(beta), floor], dtype=np_dtype)  # rounded to the dtype, as torch does
-        flat_mask = (_flat_in_order(mask.detach(), channels_last) if mask is not None
-                     else torch.empty(0, dtype=trace.dtype))
+        params = np.array([math.log(beta), floor, scale], dtype=np_dtype)  # rounded to the dtype, as torch does
+        flat_mask = _flat_in_order(mask.detach(), channels_last) if mask is not None else empty_mask
         _run(_correction_kernel, flat_trace.numpy(), _flat_in_order(count.detach(), channels_last).numpy(),
-             flat_mask.numpy(), params, corr.numpy())
+             flat_mask.numpy(), keep.numpy(), params, corr.numpy())
     if channels_last:
         batch, channels, height, width = trace.shape
         return corr.view(batch, height, width, channels).permute(0, 3, 1, 2)

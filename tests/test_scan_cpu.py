@@ -631,6 +631,13 @@ def test_compiled_leak_correction_equals_the_torch_formula(tau_m, channels_last,
         ref = _leak_correction_torch(trace, count, beta, m)
         assert got.shape == ref.shape and got.dtype == dtype and torch.equal(got, ref)
         assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if channels_last:  # the pooling scan's case: the dropout as keep flags in NHWC order and a scale
+        dropout = scan_cpu.dropout_of(mask)
+        got = scan_cpu.leak_correction(trace, count, beta, TRACE_FLOOR, dropout)
+        assert torch.equal(got, _leak_correction_torch(trace, count, beta, mask))
+    else:
+        with pytest.raises(ValueError, match="channels-last"):
+            scan_cpu.leak_correction(trace, count, beta, TRACE_FLOOR, scan_cpu.dropout_of(mask))
     flat = scan_cpu.leak_correction(trace.reshape(-1), count.reshape(-1), beta, TRACE_FLOOR)
     assert torch.equal(flat, _leak_correction_torch(trace.reshape(-1), count.reshape(-1), beta))
     with pytest.raises(ValueError, match="count must have"):
