@@ -128,17 +128,6 @@ def leak_correction(trace: torch.Tensor, count: torch.Tensor, beta: float,
                          f"{tuple(count.shape)}")
     if not 0.0 < beta <= 1.0:
         raise ValueError(f"beta must be in (0, 1], got {beta!r}")
-    kernels = _cpu_kernels() if trace.device.type == "cpu" else None
-    if (kernels is not None and trace.dtype in (torch.float32, torch.float64) and count.dtype == trace.dtype
-            and count.device == trace.device and (mask is None or (mask.dtype == trace.dtype and mask.device == trace.device
-                                                                  and mask.shape == trace.shape))):
-        return kernels.leak_correction(trace, count, beta, TRACE_FLOOR, mask)  # one pass, the same numbers
-    return _leak_correction_torch(trace, count, beta, mask)
-
-
-def _leak_correction_torch(trace: torch.Tensor, count: torch.Tensor, beta: float,
-                           mask: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`leak_correction` in torch ops (CUDA, other dtypes, no numba; the reference of the compiled one)."""
     if mask is not None:
         trace, count = trace * mask, count * mask
     total = count + (count < TRACE_FLOOR).to(count.dtype)  # [21] adds 1 where there is no spike
@@ -208,7 +197,7 @@ class LIFScan(torch.autograd.Function):
             fired = out.bool() if for_backward else None
             count = out.sum(0) if correction and for_backward else None
         if for_backward:
-            corr = leak_correction(trace, count, beta, mask) if correction else None
+            corr = _scan_correction(kernels, trace, count, beta, mask) if correction else None
             ctx.save_for_backward(fired, corr)
             ctx.scale, ctx.grad_beta = scale, grad_beta
         return out
@@ -240,12 +229,16 @@ class LIFPoolScan(torch.autograd.Function):
         # dropout: the mask as scan_cpu.dropout_of gives it (computed once for forward and backward)
         from . import scan_cpu
 
+        if dropout is None and mask is not None:
+            dropout = scan_cpu.dropout_of(mask)
+            if dropout is None:
+                raise NotADropoutMask("LIFPoolScan takes a dropout mask (every entry 0 or one common value 1/(1-p))")
         out, fired, pool_fired, count, trace, pool_count = scan_cpu.scan_pool_forward(
             currents, beta, v_th, pool_v_th, for_backward, pool_channels_last, dropout)
         if for_backward:
             corr = None
             if correction:  # the dropout's keep flags are in the trace's (NHWC) order: no copy of the mask
-                corr = scan_cpu.leak_correction(trace, count, beta, TRACE_FLOOR, mask if dropout is None else dropout)
+                corr = _scan_correction(scan_cpu, trace, count, beta, dropout)
             ctx.save_for_backward(fired, pool_fired, corr)
             ctx.scale, ctx.grad_beta, ctx.pool_scale, ctx.dropout = scale, grad_beta, pool_scale, dropout
         ctx.mark_non_differentiable(count, pool_count)
@@ -259,6 +252,18 @@ class LIFPoolScan(torch.autograd.Function):
         grad = scan_cpu.scan_pool_backward(fired, pool_fired, grad_out, ctx.grad_beta, ctx.scale, corr, ctx.pool_scale,
                                            ctx.dropout)
         return grad, None, None, None, None, None, None, None, None, None, None, None
+
+
+def _scan_correction(kernels, trace: torch.Tensor, count: torch.Tensor, beta: float, mask) -> torch.Tensor:
+    """[21]'s correction of a CPU scan's trace and count: numba's one pass where it applies, else :func:`leak_correction`.
+
+    ``mask`` is a dropout mask tensor or the scan's :class:`~leaklib.scan_cpu.Dropout` (keep flags
+    in the trace's NHWC order). Both give the torch formula's numbers, bit for bit (tests).
+    """
+    if kernels is not None and (mask is None or isinstance(mask, kernels.Dropout)
+                                or (mask.dtype == trace.dtype and mask.shape == trace.shape)):
+        return kernels.leak_correction(trace, count, beta, TRACE_FLOOR, mask)
+    return leak_correction(trace, count, beta, mask)
 
 
 def _scan_forward_torch(currents: torch.Tensor, beta: float, v_th: float,

@@ -73,7 +73,9 @@ def available() -> bool:
 
 def _njit(fn):
     """``numba.njit`` with the on-disk cache, or without it where no cache directory is writable."""
-    options = dict(fastmath=False, nogil=True, boundscheck=False)
+    # error_model="numpy": a float division by zero gives inf/nan as in torch (not ZeroDivisionError),
+    # and the loops need no zero check (which would keep them from vectorising)
+    options = dict(fastmath=False, nogil=True, boundscheck=False, error_model="numpy")
     try:
         return numba.njit(cache=True, **options)(fn)
     except RuntimeError:  # "cannot cache function ...: no locator available" (no writable directory)
@@ -234,9 +236,10 @@ if numba is not None:
         ``((x00 + x01) + x10) + x11``; with every x in {0, m} that sum is ``a*m`` rounded once, ``a``
         the number of spikes in the window: 2m is exact, round(3m) is one rounding, and
         round(round(3m) + m) = 4m, since the error of round(3m) is at most half a unit of 4m and a
-        tie occurs only for an even significand of m, where 4m is the even neighbour (also checked
-        on millions of scales, tests). So ``(a*m)/4`` is bit-identical to pooling the masked spikes
-        with F.avg_pool2d for any dropout scale; ``a/4`` without dropout. The count is exact in any
+        tie occurs only for an even significand of m, where 4m is the even neighbour (where 2m or
+        4m overflows, both sides are inf; also checked on millions of scales, tests). So
+        ``(a*m)/4`` is bit-identical to pooling the masked spikes with F.avg_pool2d (which sums in
+        the dtype) for any dropout scale; ``a/4`` without dropout. The count is exact in any
         order: per pair of image rows, the vertical sums over the whole row (one long contiguous
         loop), then the horizontal ones over runs of C channels (1.5x faster than four runs of C
         per window, measured).
@@ -333,7 +336,9 @@ if numba is not None:
                               dims):  # pragma: no cover - compiled
         """The layer's BPTT step (as ``_backward_step``) with ``dL/do = (gp/4) * scale`` of its window's ``gp``.
 
-        ``scale`` is the dropout scale (1: none); a dropped neuron has ``coef = 0``. Walks the 2x2
+        ``scale`` is the dropout scale (1: none); a dropped neuron has ``coef = 0``. (Where
+        ``(gp/4)*scale`` overflows, a dropped neuron gets 0*inf = nan where dropout's own backward
+        gives 0; the kept neurons get +-inf either way, so the step is lost in both.) Walks the 2x2
         windows: each of the four corners is a run of C contiguous neurons sharing the window's
         gradient (no upsampled gradient is written; 1.2-1.4x faster than doing so).
         """
@@ -650,9 +655,28 @@ def _dropout(mask: torch.Tensor | Dropout | None, shape: tuple[int, ...], np_dty
             raise ValueError("mask must be a dropout mask: every entry 0 or one common positive finite value "
                              "1/(1-p)")
         mask = dropout
-    if not isinstance(mask, Dropout) or mask.keep.dtype != torch.uint8 or mask.keep.numel() != math.prod(shape[1:]):
-        raise ValueError(f"mask must be a [B, C, H, W] tensor of shape {tuple(shape[1:])} or a Dropout of it")
-    return mask.keep, float(np_dtype.type(mask.scale))
+    _check_dropout(mask, math.prod(shape[1:]))
+    with np.errstate(over="ignore"):  # a float64 scale beyond float32's range: the error below says so
+        scale = float(np_dtype.type(mask.scale))
+    if not math.isfinite(scale):
+        raise ValueError(f"the dropout scale {mask.scale!r} overflows {np_dtype}")
+    return mask.keep, scale
+
+
+def _check_dropout(dropout, n_neurons: int) -> None:
+    """A :class:`Dropout` of ``n_neurons`` keep flags (uint8 0/1, one dimension, CPU) and a positive finite scale."""
+    if not isinstance(dropout, Dropout):
+        raise TypeError(f"mask must be a [B, C, H, W] tensor or a Dropout, got {type(dropout).__name__}")
+    keep, scale = dropout
+    if not (isinstance(keep, torch.Tensor) and keep.dtype == torch.uint8 and keep.dim() == 1
+            and keep.device.type == "cpu" and keep.is_contiguous()):
+        raise ValueError("Dropout.keep must be a contiguous one-dimensional uint8 CPU tensor (dropout_of makes it)")
+    if keep.numel() != n_neurons:
+        raise ValueError(f"Dropout.keep has {keep.numel()} flags for {n_neurons} neurons")
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"Dropout.scale must be a positive finite number, got {scale!r}")
+    if keep.numel() and int(keep.max()) > 1:
+        raise ValueError("Dropout.keep must hold 0 (dropped) or 1 (kept)")
 
 
 def scan_pool_forward(currents: torch.Tensor, beta: float, v_th: float, pool_v_th: float,
@@ -772,9 +796,9 @@ def leak_correction(trace: torch.Tensor, count: torch.Tensor, beta: float, floor
                      and trace.is_contiguous(memory_format=torch.channels_last))
     empty_mask, keep, scale = torch.empty(0, dtype=trace.dtype), torch.empty(0, dtype=torch.uint8), 1.0
     if isinstance(mask, Dropout):  # its keep flags are in NHWC order: the trace must be stored so
-        nhwc = trace.dim() == 4 and trace.permute(0, 2, 3, 1).is_contiguous()
-        if not nhwc or mask.keep.dtype != torch.uint8 or mask.keep.numel() != trace.numel():
-            raise ValueError("a Dropout mask needs a channels-last [B, C, H, W] trace of as many neurons")
+        if not (trace.dim() == 4 and trace.permute(0, 2, 3, 1).is_contiguous()):
+            raise ValueError("a Dropout mask needs a channels-last [B, C, H, W] trace")
+        _check_dropout(mask, trace.numel())
         keep, scale, mask, channels_last = mask.keep, mask.scale, None, True
     elif mask is not None:
         _check_tensor("mask", mask)

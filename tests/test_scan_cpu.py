@@ -541,8 +541,7 @@ def test_pool_scan_with_dropout_mask_equals_pooling_the_masked_spikes(keep, dtyp
     unmasked = scan_cpu.scan_pool_forward(_channels_last(currents), beta, 1.0, 0.75)[0]
     assert not torch.equal(out, unmasked)  # the mask reached the pooling
     grad = scan_cpu.scan_pool_backward(spikes, pool_spikes, grad_pool, 1.0, 1.0, corr, mask=mask)
-    rtol = 1e-5 if dtype == torch.float32 else 1e-12
-    torch.testing.assert_close(grad, ref_grad_in, rtol=rtol, atol=rtol * 1e-3)
+    assert torch.equal(grad, ref_grad_in)  # the reference's products in its order: bit for bit
     assert (grad[:, mask == 0] == 0).all() and (grad[:, mask != 0] != 0).any()  # dropped neurons get none
     with pytest.raises(ValueError, match="mask must have the shape"):
         scan_cpu.scan_pool_forward(currents, beta, 1.0, 0.75, mask=mask[0])
@@ -553,11 +552,18 @@ def test_a_window_of_masked_spikes_sums_to_one_rounding_of_count_times_scale(dty
     # what the pooling scan relies on: adding a copies of m one after another (F.avg_pool2d's order)
     # gives a*m rounded once, for a <= 4 and any m; checked on a million scales and their neighbours
     g = torch.Generator().manual_seed(40)
-    m = torch.rand(1_000_000, generator=g, dtype=torch.float64).mul(50).add(1e-3).to(dtype)
-    m = torch.cat([m, torch.nextafter(m, torch.full_like(m, math.inf)), 1 / torch.arange(1, 1000, dtype=dtype)])
+    significand = torch.rand(200_000, generator=g, dtype=torch.float64).add(1.0)  # [1, 2)
+    info = torch.finfo(dtype)
+    top = 127 if dtype == torch.float32 else 1023  # the largest exponent: 2m overflows there
+    exponents = [-140 if dtype == torch.float32 else -1070, -20, -1, 0, 1, 20, top - 2, top - 1, top]  # subnormals too
+    m = torch.cat([torch.ldexp(significand, torch.tensor(float(e), dtype=torch.float64)).to(dtype) for e in exponents])
+    m = torch.cat([m, torch.nextafter(m, torch.full_like(m, math.inf)), 1 / torch.arange(1, 1000, dtype=dtype),
+                   torch.tensor([info.tiny, info.max, 1.0], dtype=dtype)])
+    assert m.isfinite().all() and (m > 0).all()
     two = m + m
     three = two + m
     assert torch.equal(two, 2 * m) and torch.equal(three, 3 * m) and torch.equal(three + m, 4 * m)
+    assert three[-2:-1].isinf().all()  # overflow: inf on both sides
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -605,13 +611,26 @@ def test_dropout_of_reads_keep_flags_in_nhwc_order_and_the_scale():
                                    mask=torch.tensor([1.0, 2.0, 0.0, 0.0]).view(1, 1, 2, 2))
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         scan_cpu.dropout_of(torch.ones(4))
+    currents = torch.ones(2, 2, 3, 2, 2)
+    good = scan_cpu.dropout_of((torch.rand(2, 3, 2, 2) < 0.5) / 0.5)
+    bad = {"flags": scan_cpu.Dropout(good.keep * 2, good.scale), "length": scan_cpu.Dropout(good.keep[:-1], 2.0),
+           "2-d": scan_cpu.Dropout(good.keep.view(2, -1), 2.0), "dtype": scan_cpu.Dropout(good.keep.float(), 2.0),
+           "nan": scan_cpu.Dropout(good.keep, math.nan), "negative": scan_cpu.Dropout(good.keep, -2.0),
+           "string": scan_cpu.Dropout(good.keep, "2")}
+    for name, dropout in bad.items():
+        with pytest.raises(ValueError, match="Dropout"):
+            scan_cpu.scan_pool_forward(currents, 1.0, 1.0, 0.75, mask=dropout)
+    with pytest.raises(TypeError, match="Dropout"):
+        scan_cpu.scan_pool_forward(currents, 1.0, 1.0, 0.75, mask=[1.0, 0.0])
+    with pytest.raises(ValueError, match="overflows"):  # a float64 scale beyond float32's range
+        scan_cpu.scan_pool_forward(currents, 1.0, 1.0, 0.75, mask=scan_cpu.Dropout(good.keep, 1e300))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("tau_m", [5.0, 30.0, math.inf])
 def test_compiled_leak_correction_equals_the_torch_formula(tau_m, channels_last, dtype):
-    from leaklib.neurons import TRACE_FLOOR, _leak_correction_torch
+    from leaklib.neurons import TRACE_FLOOR, leak_correction as _leak_correction_torch
 
     beta = _beta(tau_m)
     g = torch.Generator().manual_seed(42)
@@ -623,23 +642,32 @@ def test_compiled_leak_correction_equals_the_torch_formula(tau_m, channels_last,
     trace.view(-1)[:6] = torch.tensor([0.0, floor, math.nextafter(floor, 1), math.nextafter(floor, 0),
                                        TRACE_FLOOR, 2.0], dtype=dtype)
     count.view(-1)[:3] = 0.0
+    count.view(-1)[6:8] = -1.0  # Total = -1 + 1 = 0: LF/0 = inf, 0/0 = nan, as in torch (no exception)
+    trace.view(-1)[7] = 0.0
     mask = (torch.rand(shape, generator=g) < 0.7).to(dtype) / 0.7
+    mask.view(-1)[6:8] = 1.0
     if channels_last:
         trace, count = (x.contiguous(memory_format=torch.channels_last) for x in (trace, count))
     for m in (None, mask):
         got = scan_cpu.leak_correction(trace, count, beta, TRACE_FLOOR, m)
         ref = _leak_correction_torch(trace, count, beta, m)
-        assert got.shape == ref.shape and got.dtype == dtype and torch.equal(got, ref)
+        assert got.shape == ref.shape and got.dtype == dtype
+        torch.testing.assert_close(got, ref, rtol=0, atol=0, equal_nan=True)  # bit for bit, nan where torch has nan
+        assert got.isnan().any() and (got.isinf().any() or beta == 1.0)  # IF: ln(1) * inf = nan
         assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    dropout_mask = (torch.rand(shape, generator=g) < 0.7).to(dtype) / 0.7
+    dropout = scan_cpu.dropout_of(dropout_mask)
+    assert dropout is not None
     if channels_last:  # the pooling scan's case: the dropout as keep flags in NHWC order and a scale
-        dropout = scan_cpu.dropout_of(mask)
         got = scan_cpu.leak_correction(trace, count, beta, TRACE_FLOOR, dropout)
-        assert torch.equal(got, _leak_correction_torch(trace, count, beta, mask))
+        torch.testing.assert_close(got, _leak_correction_torch(trace, count, beta, dropout_mask), rtol=0, atol=0,
+                                   equal_nan=True)
     else:
         with pytest.raises(ValueError, match="channels-last"):
-            scan_cpu.leak_correction(trace, count, beta, TRACE_FLOOR, scan_cpu.dropout_of(mask))
+            scan_cpu.leak_correction(trace, count, beta, TRACE_FLOOR, dropout)
     flat = scan_cpu.leak_correction(trace.reshape(-1), count.reshape(-1), beta, TRACE_FLOOR)
-    assert torch.equal(flat, _leak_correction_torch(trace.reshape(-1), count.reshape(-1), beta))
+    torch.testing.assert_close(flat, _leak_correction_torch(trace.reshape(-1), count.reshape(-1), beta), rtol=0,
+                               atol=0, equal_nan=True)
     with pytest.raises(ValueError, match="count must have"):
         scan_cpu.leak_correction(trace, count[:1], beta, TRACE_FLOOR)
     with pytest.raises(ValueError, match="mask must have"):
