@@ -71,11 +71,11 @@ def available() -> bool:
     return numba is not None and os.environ.get("LEAKLIB_NUMBA", "1") != "0"
 
 
-def _njit(fn):
+def _njit(fn=None, **extra):
     """``numba.njit`` with the on-disk cache, or without it where no cache directory is writable."""
-    # error_model="numpy": a float division by zero gives inf/nan as in torch (not ZeroDivisionError),
-    # and the loops need no zero check (which would keep them from vectorising)
-    options = dict(fastmath=False, nogil=True, boundscheck=False, error_model="numpy")
+    if fn is None:
+        return lambda f: _njit(f, **extra)
+    options = dict(fastmath=False, nogil=True, boundscheck=False, **extra)
     try:
         return numba.njit(cache=True, **options)(fn)
     except RuntimeError:  # "cannot cache function ...: no locator available" (no writable directory)
@@ -385,7 +385,9 @@ if numba is not None:
             _unpool_backward_step(spikes[t], gp, coef, params[0], params[2], grad_next, grad[t], dims)
             gp, gp_next = gp_next, gp
 
-    @_njit
+    # error_model="numpy": a division by zero gives inf/nan as in torch (not ZeroDivisionError), and
+    # the loop needs no zero check, which would keep it from vectorising (8x slower)
+    @_njit(error_model="numpy")
     def _correction_kernel(trace, count, mask, keep, params, corr):  # pragma: no cover - compiled
         """[21]'s leak correction per neuron, ``params = [ln(beta), floor, scale]`` in the dtype.
 
