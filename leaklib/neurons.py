@@ -230,6 +230,9 @@ class LIFPoolScan(torch.autograd.Function):
         from . import scan_cpu
 
         if dropout is None and mask is not None:
+            if tuple(mask.shape) != tuple(currents.shape[1:]):
+                raise ValueError(f"mask must have the shape of one step {tuple(currents.shape[1:])}, "
+                                 f"got {tuple(mask.shape)}")
             dropout = scan_cpu.dropout_of(mask)
             if dropout is None:
                 raise NotADropoutMask("LIFPoolScan takes a dropout mask (every entry 0 or one common value 1/(1-p))")
@@ -237,8 +240,10 @@ class LIFPoolScan(torch.autograd.Function):
             currents, beta, v_th, pool_v_th, for_backward, pool_channels_last, dropout)
         if for_backward:
             corr = None
-            if correction:  # the dropout's keep flags are in the trace's (NHWC) order: no copy of the mask
-                corr = _scan_correction(scan_cpu, trace, count, beta, dropout)
+            if correction:  # the dropout's keep flags are in the trace's (NHWC) order: no copy of the mask;
+                # a mask of another dtype than the currents takes the torch formula (which promotes to it)
+                same_dtype = mask is None or mask.dtype == currents.dtype
+                corr = _scan_correction(scan_cpu, trace, count, beta, dropout if same_dtype else mask)
             ctx.save_for_backward(fired, pool_fired, corr)
             ctx.scale, ctx.grad_beta, ctx.pool_scale, ctx.dropout = scale, grad_beta, pool_scale, dropout
         ctx.mark_non_differentiable(count, pool_count)
@@ -258,7 +263,8 @@ def _scan_correction(kernels, trace: torch.Tensor, count: torch.Tensor, beta: fl
     """[21]'s correction of a CPU scan's trace and count: numba's one pass where it applies, else :func:`leak_correction`.
 
     ``mask`` is a dropout mask tensor or the scan's :class:`~leaklib.scan_cpu.Dropout` (keep flags
-    in the trace's NHWC order). Both give the torch formula's numbers, bit for bit (tests).
+    in the trace's NHWC order, made from a mask of the trace's dtype). Both give the torch formula's
+    numbers, bit for bit (tests); a mask of another dtype takes the torch formula itself.
     """
     if kernels is not None and (mask is None or isinstance(mask, kernels.Dropout)
                                 or (mask.dtype == trace.dtype and mask.shape == trace.shape)):

@@ -48,6 +48,7 @@ non-contiguous input is made contiguous first.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import warnings
 from typing import NamedTuple
@@ -64,6 +65,7 @@ except Exception:  # noqa: BLE001 -- any import failure (missing, broken llvmlit
     numba = None
 
 _DTYPES = (torch.float32, torch.float64)
+_NP_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
 def available() -> bool:
@@ -242,7 +244,7 @@ if numba is not None:
         the dtype) for any dropout scale; ``a/4`` without dropout. The count is exact in any
         order: per pair of image rows, the vertical sums over the whole row (one long contiguous
         loop), then the horizontal ones over runs of C channels (1.5x faster than four runs of C
-        per window, measured).
+        per window, measured once in isolation; see benchmarks/README.md).
         """
         batch, height, width, channels = dims[0], dims[1], dims[2], dims[3]
         h2, w2 = height // 2, width // 2
@@ -658,11 +660,16 @@ def _dropout(mask: torch.Tensor | Dropout | None, shape: tuple[int, ...], np_dty
                              "1/(1-p)")
         mask = dropout
     _check_dropout(mask, math.prod(shape[1:]))
-    with np.errstate(over="ignore"):  # a float64 scale beyond float32's range: the error below says so
-        scale = float(np_dtype.type(mask.scale))
-    if not math.isfinite(scale):
-        raise ValueError(f"the dropout scale {mask.scale!r} overflows {np_dtype}")
-    return mask.keep, scale
+    return mask.keep, _scale_in(mask.scale, np_dtype)
+
+
+def _scale_in(scale, np_dtype) -> float:
+    """A dropout scale rounded to ``np_dtype``, which must keep it positive and finite."""
+    with np.errstate(over="ignore", under="ignore"):  # the errors below say what went wrong
+        rounded = float(np_dtype.type(float(scale)))
+    if not (math.isfinite(rounded) and rounded > 0):
+        raise ValueError(f"the dropout scale {scale!r} {'overflows' if rounded else 'underflows'} {np_dtype}")
+    return rounded
 
 
 def _check_dropout(dropout, n_neurons: int) -> None:
@@ -675,7 +682,11 @@ def _check_dropout(dropout, n_neurons: int) -> None:
         raise ValueError("Dropout.keep must be a contiguous one-dimensional uint8 CPU tensor (dropout_of makes it)")
     if keep.numel() != n_neurons:
         raise ValueError(f"Dropout.keep has {keep.numel()} flags for {n_neurons} neurons")
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+    try:
+        finite = isinstance(scale, numbers.Real) and math.isfinite(float(scale)) and scale > 0
+    except OverflowError:  # an int beyond float's range
+        finite = False
+    if not finite:
         raise ValueError(f"Dropout.scale must be a positive finite number, got {scale!r}")
     if keep.numel() and int(keep.max()) > 1:
         raise ValueError("Dropout.keep must hold 0 (dropped) or 1 (kept)")
@@ -801,7 +812,7 @@ def leak_correction(trace: torch.Tensor, count: torch.Tensor, beta: float, floor
         if not (trace.dim() == 4 and trace.permute(0, 2, 3, 1).is_contiguous()):
             raise ValueError("a Dropout mask needs a channels-last [B, C, H, W] trace")
         _check_dropout(mask, trace.numel())
-        keep, scale, mask, channels_last = mask.keep, mask.scale, None, True
+        keep, scale, mask, channels_last = mask.keep, _scale_in(mask.scale, _NP_DTYPES[trace.dtype]), None, True
     elif mask is not None:
         _check_tensor("mask", mask)
         if mask.shape != trace.shape or mask.dtype != trace.dtype:

@@ -504,16 +504,29 @@ def test_lif_pool_scan_takes_a_mask_tensor_as_its_dropout():
 
     pytest.importorskip("numba")
     g = torch.Generator().manual_seed(18)
-    currents = torch.rand((6, 2, 3, 4, 4), generator=g) * 1.5
+    currents = (torch.rand((6, 2, 3, 4, 4), generator=g) * 1.5).requires_grad_(True)
     mask = (torch.rand((2, 3, 4, 4), generator=g) < 0.6).float() / 0.6
+    grad_out = torch.randn((6, 2, 3, 2, 2), generator=g)
+    results = []
+    for call in ("multistep", "function"):
+        currents.grad = None
+        if call == "multistep":
+            out, _, _ = lif_pool_multistep(currents, 30.0, leak_grad="detached", correction="lee2020", mask=mask)
+        else:  # beta, v_th, scale, grad_beta, correction, pool_v_th, pool_scale, channels-last, for_backward, mask
+            out, _, _ = LIFPoolScan.apply(currents, math.exp(-1 / 30), 1.0, 1.0, 1.0, True, 0.75, 1.0, True, True, mask)
+        (out * grad_out).sum().backward()
+        results.append((out.detach(), currents.grad.clone()))
+    (out_a, grad_a), (out_b, grad_b) = results
+    assert torch.equal(out_a, out_b) and torch.equal(grad_a, grad_b)  # forward, backward and correction masked
+    assert (grad_b[:, mask == 0] == 0).all() and (grad_b[:, mask != 0] != 0).any()
     with torch.no_grad():
-        masked, _, _ = lif_pool_multistep(currents, 30.0, pool_channels_last=True, mask=mask)
-        unmasked, _, _ = lif_pool_multistep(currents, 30.0, pool_channels_last=True)
+        unmasked, _, _ = lif_pool_multistep(currents, 30.0)
+        assert not torch.equal(out_b, unmasked)
         args = (currents, math.exp(-1 / 30), 1.0, 1.0, 1.0, False, 0.75, 1.0, True, False)
-        out, _, _ = LIFPoolScan.apply(*args, mask)
-        assert torch.equal(out, masked) and not torch.equal(out, unmasked)
         with pytest.raises(NotADropoutMask):
             LIFPoolScan.apply(*args, mask + torch.rand(mask.shape, generator=g))
+        with pytest.raises(ValueError, match="shape of one step"):  # as many entries, the wrong order
+            LIFPoolScan.apply(*args, mask.permute(0, 2, 3, 1).contiguous())
 
 
 _FAULTS_SCRIPT = """

@@ -418,3 +418,40 @@ def test_lif_pool_multistep_equals_layer_pooling_and_pooling_neurons(leak_grad, 
     with pytest.raises(ValueError, match="lif_pool_multistep needs"):
         lif_pool_multistep(base[..., :3], 20.0)
 
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.float32, torch.float64])
+def test_the_scans_leak_correction_is_the_torch_formula_for_every_mask_they_pass(mask_dtype):
+    """The scans' correction (numba where it applies) gives leak_correction's numbers, dtype included."""
+    pytest.importorskip("numba")
+    from leaklib import scan_cpu
+    from leaklib.neurons import _scan_correction, leak_correction, lif_pool_multistep
+
+    g = torch.Generator().manual_seed(51)
+    shape = (2, 3, 4, 4)
+    trace = (torch.rand(shape, generator=g) * 2).contiguous(memory_format=torch.channels_last)
+    count = torch.randint(-1, 4, shape, generator=g).float().contiguous(memory_format=torch.channels_last)
+    mask = ((torch.rand(shape, generator=g) < 0.7).to(mask_dtype) / 0.7)
+    beta = math.exp(-1 / 20)
+    expected = leak_correction(trace, count, beta, mask)
+    assert expected.dtype == torch.promote_types(torch.float32, mask_dtype)
+    passed = [mask] + ([scan_cpu.dropout_of(mask)] if mask_dtype == torch.float32 else [])
+    for m in passed + [None]:
+        got = _scan_correction(scan_cpu, trace, count, beta, m)
+        want = expected if m is not None else leak_correction(trace, count, beta)
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    # and through the fused pooling scan: a float64 mask on float32 currents is the torch formula's business
+    currents = (torch.rand((5,) + shape, generator=g) * 1.5).requires_grad_(True)
+    grads = []
+    for fused in (True, False):
+        currents.grad = None
+        if fused:
+            out, _, _ = lif_pool_multistep(currents, 20.0, leak_grad="detached", correction="lee2020", mask=mask)
+        else:
+            spikes = lif_multistep(currents, 20.0, leak_grad="detached", correction="lee2020", mask=mask)
+            pooled = torch.nn.functional.avg_pool2d((spikes * mask).flatten(0, 1), 2).unflatten(0, (5, 2))
+            out = lif_multistep(pooled, math.inf, 0.75, grad_scale=1.0)
+        out.sum().backward()
+        grads.append(currents.grad.clone())
+    torch.testing.assert_close(grads[0].double(), grads[1].double(), rtol=1e-6, atol=1e-9)

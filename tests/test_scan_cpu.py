@@ -624,6 +624,16 @@ def test_dropout_of_reads_keep_flags_in_nhwc_order_and_the_scale():
         scan_cpu.scan_pool_forward(currents, 1.0, 1.0, 0.75, mask=[1.0, 0.0])
     with pytest.raises(ValueError, match="overflows"):  # a float64 scale beyond float32's range
         scan_cpu.scan_pool_forward(currents, 1.0, 1.0, 0.75, mask=scan_cpu.Dropout(good.keep, 1e300))
+    with pytest.raises(ValueError, match="underflows"):
+        scan_cpu.scan_pool_forward(currents, 1.0, 1.0, 0.75, mask=scan_cpu.Dropout(good.keep, 1e-50))
+    with pytest.raises(ValueError, match="Dropout.scale"):
+        scan_cpu.scan_pool_forward(currents, 1.0, 1.0, 0.75, mask=scan_cpu.Dropout(good.keep, 10 ** 400))
+    numpy_scale = scan_cpu.Dropout(good.keep, torch.tensor(2.0).numpy()[()])  # a numpy float32 is a number too
+    assert torch.equal(scan_cpu.scan_pool_forward(currents, 1.0, 1.0, 0.75, mask=numpy_scale)[0],
+                       scan_cpu.scan_pool_forward(currents, 1.0, 1.0, 0.75, mask=good)[0])
+    trace = torch.ones(2, 3, 2, 2).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="overflows"):  # the correction checks the scale the same way
+        scan_cpu.leak_correction(trace, trace, 0.9, 1e-3, scan_cpu.Dropout(good.keep, 1e300))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
