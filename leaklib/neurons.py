@@ -224,18 +224,20 @@ class LIFPoolScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, currents: torch.Tensor, beta: float, v_th: float, scale: float, grad_beta: float,  # type: ignore[override]
                 correction: bool, pool_v_th: float, pool_scale: float, pool_channels_last: bool,
-                for_backward: bool, mask: torch.Tensor | None = None, dropout=None
+                for_backward: bool, mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # dropout: the mask as scan_cpu.dropout_of gives it (computed once for forward and backward)
         from . import scan_cpu
 
-        if dropout is None and mask is not None:
+        dropout = None  # the mask as keep flags and a scale, made once for the forward and the backward
+        if mask is not None:
             if tuple(mask.shape) != tuple(currents.shape[1:]):
                 raise ValueError(f"mask must have the shape of one step {tuple(currents.shape[1:])}, "
                                  f"got {tuple(mask.shape)}")
             dropout = scan_cpu.dropout_of(mask)
             if dropout is None:
-                raise NotADropoutMask("LIFPoolScan takes a dropout mask (every entry 0 or one common value 1/(1-p))")
+                raise NotADropoutMask("the fused pooling scan takes a dropout mask (every entry 0 or one common "
+                                      "value 1/(1-p)); run lif_multistep and the pooling one after the other "
+                                      "for any other")
         out, fired, pool_fired, count, trace, pool_count = scan_cpu.scan_pool_forward(
             currents, beta, v_th, pool_v_th, for_backward, pool_channels_last, dropout)
         if for_backward:
@@ -256,7 +258,7 @@ class LIFPoolScan(torch.autograd.Function):
         fired, pool_fired, corr = ctx.saved_tensors
         grad = scan_cpu.scan_pool_backward(fired, pool_fired, grad_out, ctx.grad_beta, ctx.scale, corr, ctx.pool_scale,
                                            ctx.dropout)
-        return grad, None, None, None, None, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None, None, None
 
 
 def _scan_correction(kernels, trace: torch.Tensor, count: torch.Tensor, beta: float, mask) -> torch.Tensor:
@@ -441,18 +443,9 @@ def lif_pool_multistep(currents: torch.Tensor, tau_m: float, v_th: float = 1.0, 
     _check_choice("leak_grad", leak_grad, LEAK_GRADS)
     _check_choice("correction", correction, CORRECTIONS)
     grad_beta = beta if leak_grad == "exact" else 1.0
-    dropout = None
-    if mask is not None:
-        if tuple(mask.shape) != tuple(currents.shape[1:]):
-            raise ValueError(f"mask must have the shape of one step {tuple(currents.shape[1:])}, "
-                             f"got {tuple(mask.shape)}")
-        mask = mask.detach()
-        dropout = _cpu_kernels().dropout_of(mask)  # type: ignore[union-attr]
-        if dropout is None:
-            raise NotADropoutMask("lif_pool_multistep takes a dropout mask (every entry 0 or one common value "
-                                  "1/(1-p)); run lif_multistep and the pooling one after the other for any other")
     return LIFPoolScan.apply(currents, beta, float(v_th), scale, grad_beta, correction == "lee2020", float(pool_v_th),
-                             pool_scale, bool(pool_channels_last), _for_backward(currents), mask, dropout)
+                             pool_scale, bool(pool_channels_last), _for_backward(currents),
+                             None if mask is None else mask.detach())
 
 
 class NotADropoutMask(ValueError):
