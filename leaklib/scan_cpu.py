@@ -781,13 +781,6 @@ def scan_pool_backward(spikes_bool: torch.Tensor, pool_spikes_bool: torch.Tensor
     return _from_2d(grad, shape, True)
 
 
-def _flat_in_order(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """``x`` as a flat contiguous tensor in NCHW or (4-d ``x``) NHWC order: a view where ``x`` is stored so."""
-    if channels_last:
-        x = x.permute(0, 2, 3, 1)
-    return x.contiguous().view(-1)
-
-
 def leak_correction(trace: torch.Tensor, count: torch.Tensor, beta: float, floor: float,
                     mask: torch.Tensor | Dropout | None = None) -> torch.Tensor:
     """:func:`leaklib.neurons.leak_correction` as one compiled pass: ``(LF > floor) + ln(beta) * LF / Total``.
@@ -805,8 +798,9 @@ def leak_correction(trace: torch.Tensor, count: torch.Tensor, beta: float, floor
                          f"{tuple(count.shape)} {count.dtype}")
     if not 0.0 < beta <= 1.0:
         raise ValueError(f"beta must be in (0, 1], got {beta!r}")
-    channels_last = (trace.dim() == 4 and not trace.is_contiguous()
-                     and trace.is_contiguous(memory_format=torch.channels_last))
+    # the scans' [T, ...] layout helpers, with the neurons as one step: NHWC order where trace is channels-last
+    stepped = trace.unsqueeze(0)
+    channels_last = _channels_last(stepped)
     empty_mask, keep, scale = torch.empty(0, dtype=trace.dtype), torch.empty(0, dtype=torch.uint8), 1.0
     if isinstance(mask, Dropout):  # its keep flags are in NHWC order: the trace must be stored so
         if not (trace.dim() == 4 and trace.permute(0, 2, 3, 1).is_contiguous()):
@@ -818,15 +812,12 @@ def leak_correction(trace: torch.Tensor, count: torch.Tensor, beta: float, floor
         if mask.shape != trace.shape or mask.dtype != trace.dtype:
             raise ValueError(f"mask must have trace's shape {tuple(trace.shape)} and dtype {trace.dtype}, got "
                              f"{tuple(mask.shape)} {mask.dtype}")
-    flat_trace = _flat_in_order(trace.detach(), channels_last)
+    flat_trace = _as_2d(stepped, channels_last)
     corr = torch.empty_like(flat_trace)
     if corr.numel():
         np_dtype = flat_trace.numpy().dtype
         params = np.array([math.log(beta), floor, scale], dtype=np_dtype)  # rounded to the dtype, as torch does
-        flat_mask = _flat_in_order(mask.detach(), channels_last) if mask is not None else empty_mask
-        _run(_correction_kernel, flat_trace.numpy(), _flat_in_order(count.detach(), channels_last).numpy(),
-             flat_mask.numpy(), keep.numpy(), params, corr.numpy())
-    if channels_last:
-        batch, channels, height, width = trace.shape
-        return corr.view(batch, height, width, channels).permute(0, 3, 1, 2)
-    return corr.view(trace.shape)
+        flat_mask = _as_2d(mask.unsqueeze(0), channels_last)[0] if mask is not None else empty_mask
+        _run(_correction_kernel, flat_trace[0].numpy(), _as_2d(count.unsqueeze(0), channels_last)[0].numpy(),
+             flat_mask.numpy(), keep.numpy(), params, corr[0].numpy())
+    return _from_2d(corr, tuple(stepped.shape), channels_last)[0]
